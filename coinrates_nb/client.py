@@ -1,0 +1,279 @@
+"""I/O edge: the ``websockets`` session loop that connects, says hello, reads, and reconnects.
+
+All policy lives elsewhere (``protocol``: scope and staleness; ``retry``: backoff and classify);
+this loop only moves bytes and translates foreign errors into the ``CoinratesError`` tree once.
+Everything here runs on the collector's own event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+
+from .config import Settings, is_loopback, redact_url
+from .exceptions import (
+    AuthenticationError,
+    CoinratesError,
+    ConfigError,
+    MessageError,
+    ServerError,
+    StaleStreamError,
+    TransportError,
+)
+from .messages import ErrorMessage, ExchangeRate, Reconnect
+from .protocol import ClientProtocol
+from .retry import backoff, classify
+from .status import Telemetry
+
+__all__ = ["Session"]
+
+logger = logging.getLogger("coinrates_nb.client")
+
+RateSink = Callable[[ExchangeRate, int], None]
+"""Called on the loop thread with each fresh update and its receive time (ns)."""
+
+TICK = 0.1
+"""Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
+
+
+class Session:
+    """One logical stream over successive connections: connect, hello, read, reconnect.
+
+    Args:
+        settings: endpoint, key and timeouts.
+        protocol: scope and liveness state; survives reconnects so the scope is replayed.
+        sink: receives each fresh ``ExchangeRate`` with its receive time.
+        telemetry: counters shown in the collector's status.
+        on_disconnect: told when a connection ends, with the wall-clock time (ns), to record gaps.
+        rng: randomness for backoff jitter (seedable in tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        protocol: ClientProtocol,
+        sink: RateSink,
+        telemetry: Telemetry,
+        on_disconnect: Callable[[int], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.protocol = protocol
+        self.sink = sink
+        self.telemetry = telemetry
+        self.on_disconnect = on_disconnect
+        self.rng = rng or random.Random()
+        self.current: ClientConnection | None = None
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ public (loop thread)
+
+    async def run(self) -> None:
+        """Connect and read until :meth:`stop`, or until an error that must not be retried."""
+        delays = backoff(self.settings.backoff_initial, cap=self.settings.backoff_cap, rng=self.rng)
+        first = True
+        while not self._stopping.is_set():
+            self.telemetry.set_state("connecting" if first else "reconnecting")
+            delivered = False
+            try:
+                ws = await self._connect()
+                first = False
+                delivered = await self._serve(ws)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - top of the task: classify, count, never die
+                err = self._translate(exc)
+                decision = classify(err)
+                self.telemetry.last_error = str(err)
+                self.telemetry.transport_errors += 1
+                if not decision.retry:
+                    logger.error("stream stopped: %s (%s)", err, decision.reason)
+                    self.telemetry.set_state("error")
+                    return
+                log = logger.warning if not isinstance(err, (TransportError, ServerError)) else logger.info
+                log("connection ended: %s; reconnecting (%s)", err, decision.reason,
+                    exc_info=not isinstance(err, CoinratesError))
+            finally:
+                self.current = None
+            if self._stopping.is_set():
+                break
+            if self.on_disconnect is not None:
+                self.on_disconnect(time.time_ns())
+            self.telemetry.reconnects += 1
+            self.telemetry.set_state("reconnecting")
+            if delivered:  # a connection that worked resets the backoff
+                delays = backoff(self.settings.backoff_initial, cap=self.settings.backoff_cap, rng=self.rng)
+                delay = 0.0
+            else:
+                delay = next(delays)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        self.telemetry.set_state("stopped")
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end; closes the open connection."""
+        self._stopping.set()
+        if self.current is not None:
+            asyncio.ensure_future(self.current.close())
+
+    async def send(self, text: str | None) -> None:
+        """Send a scope change on the open connection; while disconnected the next hello carries it."""
+        if text is None or self.current is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self.current.send(text)
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connect(self) -> ClientConnection:
+        """Open a connection and send the hello for the current scope."""
+        url = self.settings.url
+        assert url is not None
+        try:
+            ws = await connect(
+                url,
+                additional_headers=self.settings.headers(),
+                compression=self.settings.compression,
+                open_timeout=self.settings.open_timeout,
+                ping_interval=self.settings.ping_interval,
+                ping_timeout=self.settings.ping_timeout,
+                max_size=self.settings.max_frame_bytes,
+                max_queue=1024,
+                proxy=None if is_loopback(url) else True,
+                user_agent_header=f"coinrates_nb websockets/{websockets.__version__}",
+            )
+        except Exception as exc:  # noqa: BLE001 - translated at this edge
+            raise self._translate(exc) from exc
+        try:
+            await ws.send(self.protocol.hello())
+        except ConnectionClosed as exc:
+            raise TransportError(f"connection closed during hello: {exc}") from exc
+        self.protocol.connected(time.monotonic())
+        self.telemetry.connections += 1
+        self.telemetry.set_state("connected")
+        logger.info("connected to %s (%s)", redact_url(url), self.settings.source)
+        return ws
+
+    async def _serve(self, ws: ClientConnection) -> bool:
+        """Read ``ws`` until it ends; on a server ``reconnect`` notice, switch to a new connection.
+
+        Returns True if any update was delivered, so the caller can reset the backoff.
+        """
+        delivered = False
+        self.current = ws
+        reader = asyncio.ensure_future(self._read(ws))
+        try:
+            while True:
+                done, _ = await asyncio.wait({reader}, timeout=TICK)
+                now = time.monotonic()
+                self.telemetry.sample(now, self.protocol.exrates)
+                if reader in done:
+                    delivered = reader.result() or delivered
+                    return delivered
+                if self._stopping.is_set():
+                    return delivered
+                if self.protocol.is_stale(now):
+                    self.telemetry.set_state("stale")
+                    raise StaleStreamError(self.protocol.silence(now), self.protocol.stale_after)
+                if self.protocol.switch_due():
+                    ws, reader = await self._switch(ws, reader)
+                    delivered = True
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+            await _close_quietly(ws)
+
+    async def _switch(self, old: ClientConnection, old_reader: asyncio.Future[bool]) -> tuple[ClientConnection, asyncio.Future[bool]]:
+        """Make-before-break (§4.2 option 3): open the new connection, drain the old one until it closes.
+
+        Both readers feed the same sink; ``ClientProtocol.fresh`` drops the overlap, so no
+        update is lost or repeated across the switch.
+        """
+        deadline = self.protocol.reconnect_deadline or time.monotonic()
+        logger.info("server asked to reconnect within %.1f s: opening a new connection first",
+                    max(0.0, deadline - time.monotonic()))
+        new = await self._connect()  # resets the deadline; a failure here goes to run()'s retry loop
+        self.telemetry.reconnects += 1
+        new_reader = asyncio.ensure_future(self._read(new))
+        self.current = new
+
+        async def drain() -> None:
+            try:
+                await asyncio.wait_for(asyncio.shield(old_reader), timeout=max(0.5, deadline - time.monotonic() + 1.0))
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the old link is going away anyway
+                pass
+            finally:
+                old_reader.cancel()
+                await _close_quietly(old)
+
+        asyncio.ensure_future(drain())
+        return new, new_reader
+
+    async def _read(self, ws: ClientConnection) -> bool:
+        """Read frames until the connection closes; True if an update was delivered."""
+        delivered = False
+        protocol, sink, telemetry = self.protocol, self.sink, self.telemetry
+        debug = logger.isEnabledFor(logging.DEBUG)
+        while True:
+            try:
+                data = await ws.recv()
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 1009 or exc.sent is not None and exc.sent.code == 1009:
+                    telemetry.reject("oversized_frame", "frame larger than max_frame_bytes")
+                elif exc.sent is not None and exc.sent.code == 1007:
+                    telemetry.reject("invalid_utf8", "text frame is not valid UTF-8")
+                if self._stopping.is_set():
+                    return delivered
+                raise TransportError(f"connection closed: {exc}") from exc
+            received = time.time_ns()
+            if debug:
+                logger.debug("frame %s", data[:200] if isinstance(data, str) else f"<{len(data)} bytes>")
+            try:
+                msg = protocol.receive(data, time.monotonic())
+            except MessageError as exc:
+                telemetry.reject(exc.kind, str(exc))
+                continue
+            if type(msg) is ExchangeRate:
+                if protocol.fresh(msg):
+                    telemetry.lag_ns = received - msg.time_ns
+                    sink(msg, received)
+                    delivered = True
+            elif isinstance(msg, ErrorMessage):
+                logger.warning("server error: %s", msg.message)
+                if msg.is_auth:
+                    raise AuthenticationError(msg.message)
+                raise ServerError(msg.message)
+            elif isinstance(msg, Reconnect):
+                logger.info("server reconnect notice: within %s s", msg.within_seconds)
+
+    # ------------------------------------------------------------------ errors
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """Map foreign errors into the ``CoinratesError`` tree, once, at this edge."""
+        if isinstance(exc, CoinratesError):
+            return exc
+        if isinstance(exc, InvalidStatus):
+            code = exc.response.status_code
+            if code in (401, 403):
+                return AuthenticationError(f"the server refused the API key (HTTP {code})")
+            return TransportError(f"the server refused the connection (HTTP {code})")
+        if isinstance(exc, InvalidURI):
+            return ConfigError(f"invalid URL {redact_url(self.settings.url or '')}")
+        if isinstance(exc, (OSError, asyncio.TimeoutError, WebSocketException, EOFError)):
+            return TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return exc
+
+
+async def _close_quietly(ws: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(), timeout=2.0)

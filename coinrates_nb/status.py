@@ -1,0 +1,114 @@
+"""Counters a collector keeps while it runs, and the typed :class:`Status` snapshot users read.
+
+``Telemetry`` is written only on the collector's loop thread; other threads read a ``Status``
+copy, so no lock is needed for plain int/float fields under the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._types import State
+
+__all__ = ["Status", "Telemetry"]
+
+logger = logging.getLogger("coinrates_nb.collector")
+
+
+@dataclass(frozen=True)
+class Status:
+    """A point-in-time view of a collector: state, throughput, faults and freshness."""
+
+    state: State
+    source: str
+    url: str | None
+    scope: tuple[str, ...] | None
+    messages: int
+    rates: int
+    msgs_per_s: float
+    heartbeats: int
+    unknown: int
+    rejected: dict[str, int]
+    duplicates: int
+    connections: int
+    reconnects: int
+    server_errors: int
+    last_error: str | None
+    lag_ms: float | None
+    stale_pairs: tuple[str, ...]
+    rows: int
+    uptime_s: float
+
+    @property
+    def simulated(self) -> bool:
+        """True when the data comes from the embedded simulator, not CoinAPI."""
+        return self.source == "simulated"
+
+    @property
+    def ok(self) -> bool:
+        """True while the stream is connected and fresh."""
+        return self.state == "connected"
+
+    def summary(self) -> str:
+        """One line for a status bar or a repr."""
+        lag = f"lag {self.lag_ms:,.0f} ms" if self.lag_ms is not None else "lag n/a"
+        parts = [self.state, self.source, f"{len(self.scope) if self.scope is not None else 'all'} pairs",
+                 f"{self.rates:,} msgs", f"{self.msgs_per_s:,.1f}/s",
+                 f"{self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}", lag]
+        if self.last_error:
+            parts.append(f"error: {self.last_error}")
+        return " | ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-friendly) for widgets and logs."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class Telemetry:
+    """Mutable counters behind :class:`Status`; one instance per collector."""
+
+    state: State = "idle"
+    connections: int = 0
+    reconnects: int = 0
+    transport_errors: int = 0
+    last_error: str | None = None
+    lag_ns: int | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    rejected: Counter[str] = field(default_factory=Counter)
+    _logged: set[str] = field(default_factory=set)
+    _rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def set_state(self, state: State) -> None:
+        """Move to ``state``, logging transitions at INFO (connect/reconnect policy, STYLE §10)."""
+        if state != self.state:
+            logger.debug("state %s -> %s", self.state, state)
+            self.state = state
+
+    def reject(self, kind: str, detail: str) -> None:
+        """Count a rejected frame; log the first of each kind at WARNING, the rest at DEBUG."""
+        self.rejected[kind] += 1
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.warning("rejected frame (%s): %s; further frames of this kind are logged at DEBUG", kind, detail)
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("rejected frame (%s): %s", kind, detail)
+
+    def sample(self, now: float, total: int) -> None:
+        """Record the message total at ``now``; called by the session's watchdog tick."""
+        window = self._rate_window
+        window.append((now, total))
+        while len(window) > 2 and now - window[0][0] > 10.0:
+            window.popleft()
+
+    def throughput(self) -> float:
+        """Messages per second over roughly the last 10 s of samples."""
+        window = self._rate_window
+        if len(window) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = window[0], window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 - t0 > 1e-3 else 0.0
