@@ -1,0 +1,461 @@
+"""The pure redraw rule, the min/max decimation, and the refresher that drives views."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import random
+import threading
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coinrates_nb.frame import RollingFrame
+from coinrates_nb.refresh import Refresher, Throttle, Tick, View, data_version, downsample_minmax, ns_to_ms
+from coinrates_nb.status import Status
+from tests.helpers import wait_until
+
+# ------------------------------------------------------------------------------------ doubles
+
+
+def make_status(**changes: Any) -> Status:
+    fields: dict[str, Any] = dict(
+        state="connected", source="simulated", url=None, scope=("BTC/USD",), messages=0, rates=0, msgs_per_s=0.0,
+        heartbeats=0, unknown=0, rejected={}, duplicates=0, connections=1, reconnects=0, server_errors=0,
+        last_error=None, lag_ms=None, stale_pairs=(), rows=0, uptime_s=0.0)
+    fields.update(changes)
+    return Status(**fields)
+
+
+class FakeSource:
+    """A collector stand-in: a real RollingFrame, a fixed status, and a count of snapshots taken."""
+
+    def __init__(self) -> None:
+        self.frame = RollingFrame(max_rows=10_000)
+        self.snapshots = 0
+        real = self.frame.snapshot
+
+        def counting(*args: Any, **kwargs: Any) -> pd.DataFrame:
+            self.snapshots += 1
+            return real(*args, **kwargs)
+
+        self.frame.snapshot = counting  # type: ignore[method-assign]
+        self._t = 1_700_000_000_000_000_000
+
+    @property
+    def status(self) -> Status:
+        return make_status(rows=len(self.frame))
+
+    def add(self, n: int = 1, pair: str = "BTC/USD") -> None:
+        for _ in range(n):
+            self._t += 1_000_000
+            self.frame.append(self._t, pair, 100.0 + random.random(), "BASE_QUOTE_ISOLATED", self._t)
+
+
+class RecordingView(View):
+    """A view that records each draw: thread, row count seen; can be told to fail or hide."""
+
+    def __init__(self, fps: float = 4.0, *, always: bool = False) -> None:
+        super().__init__(fps, always=always)
+        self.draws: list[tuple[str, int]] = []
+        self.shown: list[str | None] = []
+        self.fail: Exception | None = None
+        self.hidden = False
+        self.closed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed
+
+    @property
+    def visible(self) -> bool:
+        return not self.hidden
+
+    def draw(self, tick: Tick) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.draws.append((threading.current_thread().name, len(tick.df)))
+
+    def show_error(self, message: str | None) -> None:
+        self.shown.append(message)
+
+
+# ------------------------------------------------------------------------------------ Throttle
+
+
+def test_throttle_first_redraw_is_due_at_once() -> None:
+    """A fresh throttle allows a redraw immediately."""
+    throttle = Throttle(4)
+    assert throttle.due(123.0) and throttle.wait(123.0) == 0.0
+
+
+def test_throttle_spacing_is_one_interval() -> None:
+    """After a redraw, the next is due exactly 1/fps later, not before."""
+    throttle = Throttle(4)
+    throttle.mark(10.0)
+    assert not throttle.due(10.0)
+    assert not throttle.due(10.2499)
+    assert throttle.wait(10.1) == pytest.approx(0.15)
+    assert throttle.due(10.25) and throttle.wait(10.25) == 0.0
+
+
+def test_throttle_needs_a_change() -> None:
+    """Nothing new to draw means not due, however long since the last redraw."""
+    throttle = Throttle(2)
+    assert not throttle.due(0.0, changed=False)
+    throttle.mark(0.0)
+    assert not throttle.due(100.0, changed=False) and throttle.due(100.0, changed=True)
+
+
+def test_throttle_coalesces_any_message_rate() -> None:
+    """50,000 messages in 10 s at random instants give at most fps redraws per second."""
+    rng = random.Random(7)
+    fps = 4
+    throttle = Throttle(fps)
+    redraws = []
+    for now in sorted(rng.uniform(0.0, 10.0) for _ in range(50_000)):
+        if throttle.due(now):
+            throttle.mark(now)
+            redraws.append(now)
+    assert 10 * fps - 1 <= len(redraws) <= 10 * fps + 1
+    assert min(np.diff(redraws)) >= 1 / fps
+    for second in range(10):
+        assert sum(second <= r < second + 1 for r in redraws) <= fps
+
+
+def test_throttle_reset_allows_an_immediate_redraw() -> None:
+    """reset() forgets the last redraw (used when the user changes what a view shows)."""
+    throttle = Throttle(1)
+    throttle.mark(5.0)
+    throttle.reset()
+    assert throttle.due(5.01)
+
+
+@pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf"), True, "4"])
+def test_throttle_rejects_bad_fps(fps: Any) -> None:
+    """fps must be a positive finite number."""
+    with pytest.raises(ValueError, match="fps"):
+        Throttle(fps)
+
+
+# ------------------------------------------------------------------------------------ downsampling
+
+
+def random_walk(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = 1.7e12 + np.cumsum(rng.exponential(10.0, n))
+    y = 100 + np.cumsum(rng.normal(0, 1, n))
+    return x, y
+
+
+def test_downsample_leaves_short_lines_alone() -> None:
+    """A line already within max_points is returned unchanged (as float64)."""
+    x, y = random_walk(1500)
+    dx, dy = downsample_minmax(x, y, 2000)
+    assert np.array_equal(dx, x) and np.array_equal(dy, y) and dx.dtype == np.float64
+
+
+def test_downsample_bounds_points_and_keeps_extremes_and_ends() -> None:
+    """100k points become at most max_points, including both ends and the global min and max."""
+    x, y = random_walk(100_000)
+    dx, dy = downsample_minmax(x, y, 2000)
+    assert 1000 < len(dx) <= 2000
+    assert dx[0] == x[0] and dx[-1] == x[-1] and dy[-1] == y[-1]
+    assert dy.max() == y.max() and dy.min() == y.min()
+    assert np.all(np.diff(dx) >= 0)
+
+
+def test_downsample_returns_only_input_points() -> None:
+    """Every returned (x, y) pair exists in the input: nothing is interpolated."""
+    x, y = random_walk(20_000)
+    dx, dy = downsample_minmax(x, y, 500)
+    idx = np.searchsorted(x, dx)
+    assert np.array_equal(x[idx], dx) and np.array_equal(y[idx], dy)
+
+
+def test_downsample_keeps_every_bucket_extreme() -> None:
+    """Each equal-width bucket's min and max survive, so a one-point spike is never lost."""
+    x = np.arange(10_000, dtype=float)
+    y = np.zeros(10_000)
+    y[4321], y[777] = 50.0, -50.0
+    dx, _ = downsample_minmax(x, y, 100)
+    assert 4321.0 in dx and 777.0 in dx and len(dx) <= 100
+    _, walk = random_walk(10_000, seed=9)
+    wx, wy = downsample_minmax(x, walk, 100)
+    edges = np.linspace(0, 9999, (100 - 2) // 2 + 1)  # the function's buckets for max_points=100
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        last = k == len(edges) - 2
+        inside = (x >= lo) & ((x <= hi) if last else (x < hi))
+        kept = wy[(wx >= lo) & ((wx <= hi) if last else (wx < hi))]
+        assert walk[inside].max() in kept and walk[inside].min() in kept, k
+
+
+def test_downsample_keeps_gaps() -> None:
+    """Buckets are equal-width in x, so a gap in time stays a gap (no bucket straddles it with many points)."""
+    x = np.concatenate([np.arange(5000.0), 1e6 + np.arange(5000.0)])
+    y = np.sin(x)
+    dx, _ = downsample_minmax(x, y, 200)
+    assert (dx < 5000).sum() >= 2 and (dx >= 1e6).sum() >= 2
+    assert not ((dx >= 5000) & (dx < 1e6)).any()
+
+
+def test_downsample_constant_x_and_nan() -> None:
+    """Identical x values collapse into one bucket; NaNs are skipped when finding extremes."""
+    x = np.full(5000, 3.0)
+    y = np.arange(5000.0)
+    dx, dy = downsample_minmax(x, y, 100)
+    assert set(dy) == {0.0, 4999.0}
+    y = np.arange(5000.0)
+    y[10] = np.nan
+    _, dy = downsample_minmax(np.arange(5000.0), y, 100)
+    assert np.nanmax(dy) == 4999.0 and np.nanmin(dy) == 0.0
+
+
+def test_downsample_rejects_bad_input() -> None:
+    """Mismatched lengths, 2-D input and max_points < 4 are errors."""
+    with pytest.raises(ValueError, match="equal length"):
+        downsample_minmax([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="1-D"):
+        downsample_minmax(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="at least 4"):
+        downsample_minmax(np.arange(10), np.arange(10), 3)
+
+
+def test_ns_to_ms_matches_the_calendar() -> None:
+    """Epoch ns become float64 epoch ms, the unit plotly.js reads on a date axis."""
+    stamp = pd.Timestamp("2024-01-01T00:00:00.123456789Z")
+    ms = ns_to_ms(np.array([stamp.value], dtype=np.int64))
+    assert ms.dtype == np.float64
+    assert ms[0] == pytest.approx(1_704_067_200_123.456789, abs=1e-3)
+    assert ns_to_ms(np.array([stamp.value], dtype="datetime64[ns]"))[0] == ms[0]
+    assert pd.Timestamp(ms[0], unit="ms").strftime("%Y-%m-%d") == "2024-01-01"
+
+
+# ------------------------------------------------------------------------------------ Tick
+
+
+def test_tick_series_is_time_sorted_per_pair_and_shared() -> None:
+    """A tick splits the snapshot per pair in time order, taking the snapshot once for all readers."""
+    source = FakeSource()
+    base = 1_700_000_000_000_000_000
+    for i, t in enumerate([5, 3, 4, 1]):
+        source.frame.append(base + t, "BTC/USD" if i % 2 == 0 else "ETH/USD", float(t), "BASE_QUOTE_ISOLATED", base)
+    tick = Tick(source)
+    series = tick.series
+    assert list(series) == ["BTC/USD", "ETH/USD"]
+    assert series["BTC/USD"][0].tolist() == [base + 4, base + 5] and series["BTC/USD"][1].tolist() == [4.0, 5.0]
+    assert tick.newest_ns == base + 5
+    _ = tick.df, tick.series
+    assert source.snapshots == 1
+
+
+def test_data_version_changes_with_rows() -> None:
+    """The data version moves on append and on clear."""
+    source = FakeSource()
+    v0 = data_version(source)
+    source.add()
+    v1 = data_version(source)
+    source.frame.clear()
+    assert len({v0, v1, data_version(source)}) == 3
+
+
+# ------------------------------------------------------------------------------------ Refresher.tick
+
+
+def test_tick_redraws_due_views_from_one_snapshot() -> None:
+    """Several due views redraw from one shared snapshot; unchanged data redraws nothing."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    views = [RecordingView(4) for _ in range(3)]
+    refresher._views = [weakref.ref(v) for v in views]  # drive by hand: no thread
+    source.add(5)
+    assert refresher.tick(now=0.0) == 3 and source.snapshots == 1
+    assert refresher.tick(now=1.0) == 0 and source.snapshots == 1  # nothing new
+    source.add()
+    assert refresher.tick(now=1.1) == 3 and source.snapshots == 2
+    assert all(v.draws[-1][1] == 6 for v in views)
+
+
+def test_tick_coalesces_bursts_between_redraws() -> None:
+    """Rows arriving between two due instants produce one redraw, not one per row."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    view = RecordingView(2)
+    refresher._views = [weakref.ref(view)]
+    now = 0.0
+    for _ in range(40):  # 40 ticks 0.1 s apart = 4 s, 25 rows between ticks
+        source.add(25)
+        refresher.tick(now=now)
+        now += 0.1
+    assert 7 <= len(view.draws) <= 9  # 2 fps over 4 s
+    seen = [rows for _, rows in view.draws]
+    assert seen == sorted(seen) and seen[-1] >= 800  # each redraw shows everything up to its tick
+
+
+def test_tick_skips_hidden_and_drops_closed_views() -> None:
+    """Hidden views are skipped (and redrawn once shown); closed views are forgotten."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    shown, hidden, closed = RecordingView(), RecordingView(), RecordingView()
+    hidden.hidden = True
+    closed.closed = True
+    refresher._views = [weakref.ref(v) for v in (shown, hidden, closed)]
+    source.add()
+    refresher.tick(now=0.0)
+    assert len(shown.draws) == 1 and hidden.draws == [] and closed.draws == []
+    assert refresher.views() == [shown, hidden]
+    hidden.hidden = False
+    refresher.tick(now=0.01)
+    assert len(hidden.draws) == 1 and len(shown.draws) == 1
+
+
+def test_always_views_redraw_without_new_rows() -> None:
+    """A status-style view (always=True) redraws at its fps even when no rows arrive."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    view = RecordingView(2, always=True)
+    refresher._views = [weakref.ref(view)]
+    for k in range(10):
+        refresher.tick(now=k * 0.5)
+    assert len(view.draws) == 10
+
+
+def test_errors_are_counted_shown_logged_then_cleared(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing draw is logged with its traceback, shown on the view, and cleared by the next success."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    view = RecordingView(10)
+    refresher._views = [weakref.ref(view)]
+    view.fail = RuntimeError("boom")
+    source.add()
+    with caplog.at_level(logging.ERROR, logger="coinrates_nb.refresh"):
+        assert refresher.tick(now=0.0) == 0
+    assert view.errors == 1 and view.last_error == "RuntimeError: boom"
+    assert view.shown == ["refresh error: RuntimeError: boom"]
+    assert any(r.exc_info for r in caplog.records) and "boom" in caplog.text
+    view.fail = None
+    source.add()
+    assert refresher.tick(now=1.0) == 1
+    assert view.shown[-1] is None and view.last_error is None
+
+
+def test_invalidate_forces_a_redraw() -> None:
+    """invalidate() makes an unchanged view due again at once."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    view = RecordingView(1)
+    refresher._views = [weakref.ref(view)]
+    source.add()
+    refresher.tick(now=0.0)
+    assert refresher.tick(now=0.1) == 0
+    view.invalidate()
+    assert refresher.tick(now=0.2) == 1
+
+
+def test_next_wait_polls_at_fps_not_in_a_busy_loop() -> None:
+    """With nothing new, the refresher sleeps one interval of its fastest view, never zero."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    fast, slow = RecordingView(5), RecordingView(1)
+    refresher._views = [weakref.ref(v) for v in (fast, slow)]
+    source.add()
+    refresher.tick(now=0.0)
+    assert refresher.next_wait(0.05) == pytest.approx(0.15)
+    assert refresher.next_wait(10.0) == pytest.approx(0.2)
+    refresher._views = []
+    assert refresher.next_wait(10.0) == 1.0
+
+
+# ------------------------------------------------------------------------------------ Refresher thread
+
+
+def test_one_refresher_per_source_and_mode() -> None:
+    """Views of one collector share one refresher; another collector gets its own."""
+    a, b = FakeSource(), FakeSource()
+    assert Refresher.for_source(a) is Refresher.for_source(a)
+    assert Refresher.for_source(a) is not Refresher.for_source(b)
+
+
+def test_thread_redraws_at_most_fps_and_stops_when_views_are_gone() -> None:
+    """The thread redraws a busy source at most fps times a second, then ends once its views are collected."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    view = RecordingView(5)
+    draws = view.draws
+    refresher.add(view)
+    assert refresher.running
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            source.add(10)
+            time.sleep(0.001)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    started = time.monotonic()
+    feeder.start()
+    try:
+        wait_until(lambda: len(draws) >= 4, timeout=30, message="the refresher never redrew")
+    finally:
+        stop.set()
+        feeder.join(10)
+    elapsed = time.monotonic() - started
+    assert len(draws) <= 5 * elapsed + 2
+    assert {name for name, _ in draws} == {"coinrates-refresh"}
+    del view
+    gc.collect()
+    refresher.join(10)
+    assert not refresher.running and refresher.views() == []
+
+
+def test_thread_stops_when_the_last_view_closes() -> None:
+    """A closed (not yet collected) view is dropped and the thread ends; adding a view starts it again."""
+    source = FakeSource()
+    refresher = Refresher(source)
+    view = RecordingView(20)
+    refresher.add(view)
+    source.add()
+    wait_until(lambda: view.draws, timeout=30)
+    view.closed = True
+    refresher.wake()
+    refresher.join(10)
+    assert not refresher.running
+    again = RecordingView(20)
+    refresher.add(again)
+    source.add()
+    wait_until(lambda: again.draws, timeout=30, message="a new view did not restart the refresher")
+    refresher.stop()
+    assert not refresher.running
+
+
+def test_loop_mode_draws_on_the_captured_event_loop() -> None:
+    """mode="loop" hands ticks to the event loop running where the refresher was made, via call_soon_threadsafe."""
+    source = FakeSource()
+    source.add()
+    view = RecordingView(20)
+
+    async def main() -> tuple[Refresher, int]:
+        refresher = Refresher(source, mode="loop")
+        refresher.add(view)
+        deadline = time.monotonic() + 30
+        while not view.draws and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return refresher, threading.get_ident()
+
+    refresher, loop_thread = asyncio.run(main())
+    refresher.stop()
+    assert refresher.mode == "loop"
+    assert view.draws and {name for name, _ in view.draws} == {threading.current_thread().name}
+    assert loop_thread == threading.get_ident()
+
+
+def test_loop_mode_without_a_running_loop_falls_back_to_the_thread() -> None:
+    """Outside an event loop (a plain script) "loop" mode falls back to redrawing from the thread."""
+    assert Refresher(FakeSource(), mode="loop").mode == "thread"
+    with pytest.raises(ValueError, match="mode"):
+        Refresher(FakeSource(), mode="gui")  # type: ignore[arg-type]
