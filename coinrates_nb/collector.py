@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -28,6 +29,7 @@ from .protocol import ClientProtocol
 from .status import Status, Telemetry
 
 if TYPE_CHECKING:
+    from .recording import Recorder
     from .simulator import Simulator
 
 __all__ = ["Collector", "stream"]
@@ -202,13 +204,25 @@ class Collector:
 
         Returns a function that removes it. Used by recorders; keep listeners cheap.
         """
-        self._listeners.append(listener)
+        # Copy-on-write: the collector thread iterates the list it loaded, so adding or removing
+        # a listener from another thread never makes it skip or repeat one for an update.
+        self._listeners = [*self._listeners, listener]
 
         def remove() -> None:
             if listener in self._listeners:
-                self._listeners.remove(listener)
+                self._listeners = [fn for fn in self._listeners if fn is not listener]
 
         return remove
+
+    def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
+        """Append every update from now on to a hive-partitioned Parquet dataset at ``path``.
+
+        Returns the running :class:`~coinrates_nb.recording.Recorder`; call its ``stop()`` to
+        flush and detach. ``options`` go to the recorder (flush interval, file roll limits).
+        """
+        from .recording import Recorder  # lazy: pyarrow loads only when recording
+
+        return Recorder(self, path, **options)
 
     # ------------------------------------------------------------------ scope (any thread)
 
