@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
-from .config import Settings, is_loopback, redact_url
+from .config import SECURE, Settings, is_loopback, redact_url
 from .exceptions import (
     AuthenticationError,
     CoinratesError,
@@ -43,6 +43,27 @@ RateSink = Callable[[ExchangeRate, int], None]
 
 TICK = 0.1
 """Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
+
+
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Hands websockets a logger that replaces the key wherever it would appear.
+
+    websockets logs every request header at DEBUG (``> X-CoinAPI-Key: ...``); a user who turns
+    on DEBUG logging must still never see the key.
+    """
+
+    def __init__(self, logger: logging.Logger, secret: str | None) -> None:
+        super().__init__(logger, {})
+        self.secret = secret
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        secret = self.secret
+        if secret:
+            msg = str(msg).replace(secret, SECURE)
+            args = tuple(str(a).replace(secret, SECURE) if secret in str(a) else a for a in args)
+        self.logger.log(level, msg, *args, **kwargs)
 
 
 class Session:
@@ -73,6 +94,8 @@ class Session:
         self.on_disconnect = on_disconnect
         self.rng = rng or random.Random()
         self.current: ClientConnection | None = None
+        key = settings.api_key.reveal() if settings.api_key is not None else None
+        self._ws_logger = _RedactingLogger(logging.getLogger("websockets.client"), key)
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ public (loop thread)
@@ -150,6 +173,7 @@ class Session:
                 max_queue=1024,
                 proxy=None if is_loopback(url) else True,
                 user_agent_header=f"coinrates_nb websockets/{websockets.__version__}",
+                logger=self._ws_logger,
             )
         except Exception as exc:  # noqa: BLE001 - translated at this edge
             raise self._translate(exc) from exc

@@ -106,6 +106,8 @@ class Collector:
         """Stop streaming, close the connection, join the thread; idempotent. The data stays."""
         with self._lock:
             thread, loop, session = self._thread, self._loop, self._session
+            if thread is None and self._simulator is None:
+                return
             if thread is not None and loop is not None and thread.is_alive():
                 if session is not None:
                     loop.call_soon_threadsafe(session.stop)

@@ -1,0 +1,52 @@
+"""The public surface: __all__ is exact, importing is cheap and side-effect free, errors share one root."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import coinrates_nb as cr
+
+EXPECTED = {
+    "COINAPI_URL", "AssetId", "AuthenticationError", "CoinratesError", "Collector", "CollectorError", "ConfigError",
+    "ErrorMessage", "ExchangeRate", "Heartbeat", "Hello", "MessageError", "Pair", "Reconnect", "RecordingError",
+    "RollingFrame", "SecretKey", "ServerError", "Settings", "StaleStreamError", "Status", "Subscribe",
+    "TransportError", "Unsubscribe", "__version__", "stream", "Simulator", "PriceModel", "live_chart", "ohlc_chart",
+    "performance_chart", "dashboard", "status_bar", "record", "replay", "load", "Recorder", "Replay",
+}
+
+
+def test_all_is_exact() -> None:
+    """__all__ lists exactly the agreed public names, and each resolves."""
+    assert set(cr.__all__) == EXPECTED
+    for name in cr.__all__:
+        assert getattr(cr, name) is not None, name
+
+
+def test_import_is_light() -> None:
+    """Importing the package loads no plotly/ipywidgets, starts no thread, opens no socket."""
+    code = (
+        "import sys, threading, coinrates_nb;"
+        "bad = [m for m in ('plotly', 'ipywidgets', 'anywidget', 'coinrates_nb.simulator', 'websockets.asyncio.server')"
+        " if m in sys.modules];"
+        "assert not bad, bad;"
+        "assert threading.active_count() == 1, threading.enumerate();"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_one_error_root() -> None:
+    """Every exception class the package exports derives from CoinratesError."""
+    errors = [obj for name, obj in vars(cr).items() if inspect.isclass(obj) and issubclass(obj, BaseException)]
+    assert len(errors) >= 8
+    assert all(issubclass(e, cr.CoinratesError) for e in errors)
+    assert issubclass(cr.ConfigError, ValueError) and issubclass(cr.TransportError, ConnectionError)
+
+
+def test_public_callables_documented() -> None:
+    """Public functions and classes carry a docstring."""
+    for name in ("stream", "Collector", "RollingFrame", "Settings", "SecretKey", "Status"):
+        assert inspect.getdoc(getattr(cr, name)), name
