@@ -14,6 +14,7 @@ import logging
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from . import analysis as analysis  # registers the DataFrame.rates accessor (pandas/NumPy only)
 from ._types import AssetId, Pair
 from .collector import Collector, stream
 from .config import COINAPI_URL, SecretKey, Settings
