@@ -133,11 +133,12 @@ class PriceModel:
         self._index = {asset: i for i, asset in enumerate(self._ids)}
         self._index_with_ref = {**self._index, REFERENCE: -1}
         kinds = [specs[a].kind for a in self._ids]
-        self._log = np.log(np.array([specs[a].level for a in self._ids], dtype=np.float64))
+        levels = np.array([specs[a].level for a in self._ids], dtype=np.float64)
+        self._log = np.log(levels)
         self._sigma = np.array([specs[a].volatility for a in self._ids], dtype=np.float64)
         self._stable = np.array([k == "stablecoin" for k in kinds], dtype=bool)
         self._crypto = np.array([k == "crypto" for k in kinds], dtype=bool)
-        self._prices: npt.NDArray[np.float64] = np.exp(self._log)
+        self._prices: npt.NDArray[np.float64] = levels  # exact starting levels, not exp(log(level))
         self._elapsed = 0.0
         self._steps = 0
 

@@ -832,7 +832,6 @@ class Simulator:
                 continue
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("client %d < %r", client.cid, msg)  # the dataclass repr hides apikey
-            self._hellos.append(msg)
             if not client.scope.started:
                 if isinstance(msg, Unsubscribe):
                     self._fail(client, FIRST_MESSAGE_ERROR)  # §3.1: the first message must be hello/subscribe
@@ -842,6 +841,7 @@ class Simulator:
                     continue
             client.scope.apply(msg)
             client.routes = routes_for(client.scope, self._known, self._crypto)
+            self._hellos.append(msg)  # after the scope changed: a test that sees it sees the new scope
 
     def _fail(self, client: _Client, message: str) -> None:
         """Queue ``error`` and a close: every error ends the connection (§4.4)."""
