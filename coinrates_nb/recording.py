@@ -377,10 +377,9 @@ class Recorder:
         items = [queue.popleft() for _ in range(len(queue))]
         now = time.monotonic()
         if items:
-            table = _to_table(items, self.label)
+            table, times = _to_table(items, self.label)
             self.rows_received += len(items)
-            days = (np.fromiter((u.time_ns for u, _ in items), dtype=np.int64, count=len(items))
-                    // _NS_PER_DAY)
+            days = times // _NS_PER_DAY
             unique_days = np.unique(days).tolist()
             for day in unique_days:
                 part = table if len(unique_days) == 1 else table.filter(pa.array(days == day))
@@ -408,8 +407,7 @@ class Recorder:
 
     def _new_file(self, day: int, now: float) -> _OpenFile:
         """Start a new file in the partition of ``day`` (write lock held)."""
-        directory = self.path / f"{PARTITION}={_date_of(day)}"
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = self.path / f"{PARTITION}={_date_of(day)}"  # created by _write, where errors are retried
         name = f"part-{self.writer_id}-{self._seq:05d}.parquet"
         self._seq += 1
         current = _OpenFile(final=directory / name, tmp=directory / f".{name}.tmp", opened_at=now)
@@ -420,6 +418,7 @@ class Recorder:
         """Rewrite ``current`` in full under its temporary name, then publish it atomically."""
         started = time.perf_counter()
         table = pa.concat_tables(current.tables)
+        current.final.parent.mkdir(parents=True, exist_ok=True)
         with open(current.tmp, "wb") as sink:
             pq.write_table(table, sink, compression=self.compression)
             if self.fsync:
@@ -469,15 +468,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _to_table(items: Sequence[tuple[ExchangeRate, int]], label: str) -> pa.Table:
-    """Turn queued ``(update, received_ns)`` pairs into one Arrow table of :data:`SCHEMA`."""
+def _to_table(items: Sequence[tuple[ExchangeRate, int]], label: str) -> tuple[pa.Table, npt.NDArray[np.int64]]:
+    """Turn queued ``(update, received_ns)`` pairs into one Arrow table of :data:`SCHEMA` (and its wire times)."""
     n = len(items)
     times = np.fromiter((u.time_ns for u, _ in items), dtype=np.int64, count=n)
     received = np.fromiter((r for _, r in items), dtype=np.int64, count=n)
     rates = np.fromiter((u.rate for u, _ in items), dtype=np.float64, count=n)
     base = pa.array([u.base for u, _ in items], pa.string())
     quote = pa.array([u.quote for u, _ in items], pa.string())
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [
             pa.array(times, _UTC_NS),
             pa.array(received, _UTC_NS),
@@ -490,6 +489,7 @@ def _to_table(items: Sequence[tuple[ExchangeRate, int]], label: str) -> pa.Table
         ],
         schema=SCHEMA,
     )
+    return table, times
 
 
 def record(source: RateSource, path: str | os.PathLike[str], **options: Any) -> Recorder:

@@ -331,6 +331,30 @@ def test_recorded_files_never_contain_the_api_key(dataset: Path) -> None:
     assert marker not in repr(rec)
 
 
+def test_write_failure_raises_recording_error_and_retries(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed publish raises RecordingError from the OSError; the rows stay queued and the next flush writes them."""
+    real = recording._publish
+    failures = iter([OSError(28, "No space left on device")])
+
+    def flaky(tmp: Path, final: Path) -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        real(tmp, final)
+
+    monkeypatch.setattr(recording, "_publish", flaky)
+    source = FakeSource()
+    rec = cr.record(source, dataset, flush_interval=3600)
+    source.emit(make_updates(25, start_ns=T0 - 3600 * SEC))  # one partition, so one file fails
+    with pytest.raises(cr.RecordingError, match="No space left") as info:
+        rec.flush()
+    assert isinstance(info.value.__cause__, OSError) and rec.errors == 1 and rec.rows_written == 0
+    source.emit(make_updates(5, start_ns=T0 + 10 * SEC))
+    rec.stop()
+    assert rec.rows_written == 30 and len(cr.load(dataset)) == 30
+    assert "1 error" in repr(rec)
+
+
 def test_recorder_rejects_bad_limits(dataset: Path) -> None:
     """Non-positive limits are a ConfigError."""
     with pytest.raises(cr.ConfigError, match="flush_interval"):
