@@ -267,8 +267,25 @@ def _decode_object(data: str | bytes) -> dict[str, object]:
     return obj
 
 
+_BODY_KEY_RE: Final = re.compile(r'("apikey"\s*:\s*")(?:[^"\\]|\\.)*')
+
+
 def parse_client(data: str | bytes) -> ClientMessage:
-    """Parse a client frame (used by the simulator); unknown types raise (§3.1: the server errors)."""
+    """Parse a client frame (used by the simulator); unknown types raise (§3.1: the server errors).
+
+    A frame may carry ``apikey`` (§2.2): the error's payload preview shows it as ``[secure]``.
+    """
+    try:
+        return _parse_client(data)
+    except MessageError as exc:
+        if "apikey" not in exc.payload:
+            raise
+        shown = _BODY_KEY_RE.sub(r"\1[secure]", exc.payload)
+        error = MessageError(exc.reason, field=exc.field, payload=shown, kind=exc.kind)
+    raise error  # outside the except block, so no __context__ keeps the unredacted error alive
+
+
+def _parse_client(data: str | bytes) -> ClientMessage:
     obj = _decode_object(data)
     cls = _CLIENT_TYPES.get(str(obj["type"]))
     if cls is None:
