@@ -23,7 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from coinrates_nb.exceptions import ConfigError
+from coinrates_nb.exceptions import ConfigError, MessageError
 from coinrates_nb.messages import (
     ErrorMessage,
     ExchangeRate,
@@ -33,6 +33,7 @@ from coinrates_nb.messages import (
     ServerMessage,
     Subscribe,
     Unsubscribe,
+    parse_client,
     parse_server,
 )
 from coinrates_nb.simulator import (
@@ -65,9 +66,12 @@ def client(url: str, **options: Any) -> Iterator[ClientConnection]:
         yield ws
 
 
-def hello(ws: ClientConnection, items: list[str] | None, heartbeat: bool = False, **extra: Any) -> None:
-    """Send a hello for ``items`` (``None`` omits the filter)."""
+def hello(ws: ClientConnection, items: list[str] | None, heartbeat: bool = False, apikey: str | None = None,
+          **extra: Any) -> None:
+    """Send a hello for ``items`` (``None`` omits the filter; ``apikey`` goes in the body if given)."""
     body: dict[str, Any] = {"type": "hello", "heartbeat": heartbeat, **extra}
+    if apikey is not None:
+        body["apikey"] = apikey
     if items is not None:
         body["subscribe_filter_asset_id"] = items
     ws.send(json.dumps(body))
@@ -187,13 +191,13 @@ def test_unfiltered_hello_streams_every_crypto_vs_usd(simulator: Simulator) -> N
     """A hello without subscribe_filter_asset_id streams every crypto asset vs USD, no fiat."""
     with client(simulator.url) as ws:
         hello(ws, None)
-        seen: set[str] = set()
-        wait_until(lambda: seen.update(m.pair for m in exrates(ws, 12)) or seen >= CRYPTO_USD, timeout=20)
-    assert seen == CRYPTO_USD
+        received = exrates(ws, 36)
+    assert {m.pair for m in received[:12]} == {m.pair for m in received} == CRYPTO_USD  # all of them every tick
+    assert {m.rate_type for m in received} == {"BASE_ALL_CROSSES_TO_REF"}
 
 
 def test_asset_filters_and_unknown_assets(simulator: Simulator) -> None:
-    """"ETH" and "sol" select ETH/USD and SOL/USD; unknown "XYZ" and "BTC/XYZ" select nothing, without error."""
+    """Asset ids ETH and sol select ETH/USD and SOL/USD; unknown XYZ and BTC/XYZ select nothing, without error."""
     with client(simulator.url) as ws:
         hello(ws, ["ETH", "XYZ", "BTC/XYZ", "sol"])
         assert {m.pair for m in exrates(ws, 10)} == {"ETH/USD", "SOL/USD"}
@@ -206,14 +210,11 @@ def test_cross_pair_is_composed_from_usd_legs(simulator: Simulator) -> None:
         hello(ws, ["BTC/USD", "EUR/USD", "BTC/EUR"])
         by_time: dict[int, dict[str, ExchangeRate]] = defaultdict(dict)
         crosses: list[ExchangeRate] = []
-        while len(crosses) < 2:
+        while len(crosses) < 2:  # a tick sends its pairs in hello order, so the legs come first
             for m in exrates(ws, 1):
                 by_time[m.time_ns][m.pair] = m
                 if m.pair == "BTC/EUR":
                     crosses.append(m)
-        # the legs of the same tick may still be in flight: read until both arrived
-        wait_until(lambda: [by_time[m.time_ns].setdefault(m.pair, m) for m in exrates(ws, 1)] and
-                   all(len(by_time[c.time_ns]) == 3 for c in crosses), timeout=10)
     for cross in crosses:
         legs = by_time[cross.time_ns]
         assert cross.rate_type == "BASE_AND_QUOTE_TO_REF" and (cross.base, cross.quote) == ("BTC", "EUR")
@@ -240,7 +241,7 @@ def test_times_have_seven_digits_and_increase_per_pair(simulator: Simulator) -> 
     """Every time has 7 fractional digits and Z, is near wall-clock now, and increases strictly per pair."""
     with client(simulator.url) as ws:
         hello(ws, ["BTC", "ETH/USD", "EUR/USD"])
-        frames = []
+        frames: list[str] = []
         while len(frames) < 30:
             frame = ws.recv(timeout=10)
             assert isinstance(frame, str)
@@ -314,7 +315,7 @@ def test_wrong_or_missing_key_gets_invalid_api_key_then_close(make_simulator: Ma
     headers = {"X-CoinAPI-Key": "wrong-key"} if how == "wrong-header" else {}
     with client(sim.url, additional_headers=headers) as ws:
         if how != "wrong-header":  # a bad header key is refused at once, before any hello
-            hello(ws, ["BTC/USD"], **({"apikey": "wrong-key"} if how == "wrong-body" else {}))
+            hello(ws, ["BTC/USD"], apikey="wrong-key" if how == "wrong-body" else None)
         frames, closed = until_closed(ws)
     assert [parse_server(f) for f in frames] == [ErrorMessage(INVALID_KEY_MESSAGE)]
     assert closed.rcvd is not None and closed.rcvd.code == 1008
@@ -334,9 +335,22 @@ def test_right_key_accepted_in_every_documented_form(make_simulator: MakeSim, ho
     headers = {"x-coinapi-key": {"X-CoinAPI-Key": key}, "authorization": {"Authorization": key},
                "basic": {"Authorization": _basic(key)}}.get(how, {})
     with client(url, additional_headers=headers) as ws:
-        hello(ws, ["BTC/USD"], **({"apikey": key} if how == "body" else {}))
+        hello(ws, ["BTC/USD"], apikey=key if how == "body" else None)
         assert {m.pair for m in exrates(ws, 3)} == {"BTC/USD"}
     assert sim.errors_sent == 0
+
+
+def test_invalid_hello_never_echoes_its_body_key(simulator: Simulator) -> None:
+    """A malformed hello carrying apikey is refused without the key in the error, the parse error or the logs."""
+    marker = "MARKER-BODY-KEY-1f2e"
+    frame = f'{{"type":"hello","apikey":"{marker}","heartbeat":"yes"}}'
+    with pytest.raises(MessageError) as info:
+        parse_client(frame)
+    assert marker not in str(info.value) and "[secure]" in str(info.value) and info.value.__context__ is None
+    with client(simulator.url) as ws:
+        ws.send(frame)
+        frames, _ = until_closed(ws)
+    assert len(frames) == 1 and marker not in str(frames[0]) and isinstance(parse_server(frames[0]), ErrorMessage)
 
 
 def test_http401_mode_refuses_upgrade(make_simulator: MakeSim) -> None:
@@ -355,15 +369,16 @@ def test_key_never_logged(make_simulator: MakeSim, caplog: pytest.LogCaptureFixt
     right, wrong = "MARKER-RIGHT-5d1c", "MARKER-WRONG-77fa"
     caplog.set_level(logging.DEBUG)
     sim = make_simulator(api_key=right)
-    for url, headers, body in [
-        (sim.url, {"X-CoinAPI-Key": right}, {}),
-        (sim.url, {"Authorization": _basic(wrong)}, {}),
-        (f"{sim.url}?apikey={wrong}", {}, {}),
-        (sim.url, {}, {"apikey": right}),
-    ]:
+    cases: list[tuple[str, dict[str, str], str | None]] = [
+        (sim.url, {"X-CoinAPI-Key": right}, None),
+        (sim.url, {"Authorization": _basic(wrong)}, None),
+        (f"{sim.url}?apikey={wrong}", {}, None),
+        (sim.url, {}, right),
+    ]
+    for url, headers, body in cases:
         with client(url, additional_headers=headers) as ws:
             with contextlib.suppress(ConnectionClosed):  # a wrong key may close before the hello
-                hello(ws, ["BTC/USD"], **body)
+                hello(ws, ["BTC/USD"], apikey=body)
             ws.recv(timeout=10)
     server_logs = [r.getMessage() for r in caplog.records if r.name.startswith(("coinrates_nb", "websockets.server"))]
     assert any("[secure]" in line for line in server_logs), "the handshake dump was not logged: test is void"
