@@ -343,7 +343,8 @@ class Simulator:
         cross_interval: minimum seconds between two ``BASE_AND_QUOTE_TO_REF`` updates of a pair
             (§4.1 says they are composed every 1 s); 0 sends them with every tick.
         auth_failure: ``"error"`` answers a bad key in-band, ``"http401"`` refuses the upgrade
-            (either is possible on the real server, §2.3).
+            (either is possible on the real server, §2.3); with ``"http401"`` the key must come
+            in the upgrade request, since a hello body arrives too late.
         send_buffer: ``SO_SNDBUF`` for accepted sockets; small values make back-pressure show
             sooner in tests. ``None`` keeps the OS default.
         ledger_size: ``exrate`` entries kept per connection in :attr:`ledger`.
@@ -525,7 +526,10 @@ class Simulator:
 
     @property
     def hellos(self) -> list[ClientMessage]:
-        """Every valid client message received (hello, subscribe, unsubscribe), oldest first."""
+        """Every accepted client message (hello, subscribe, unsubscribe), oldest first.
+
+        A message is listed once its scope change is in effect; refused ones are not listed.
+        """
         return list(self._hellos)
 
     @property
