@@ -310,16 +310,16 @@ def test_sigkill_mid_stream_loses_at_most_the_unflushed_batch(dataset: Path) -> 
     assert loaded in (flushed, flushed + batch), (flushed, loaded, fed)
 
 
-def test_recorded_files_never_contain_the_api_key(dataset: Path) -> None:
+def test_recorded_files_never_contain_the_api_key(dataset: Path, make_simulator: Callable[..., Simulator]) -> None:
     """Recording a keyed stream: rows match the collector's, and no file or repr holds the key."""
     marker = "MARKER-KEY-4d1f9c2e7b"
-    with Simulator(port=0, seed=5, rate_hz=50, api_key=marker) as sim:
-        with cr.stream(["BTC/USD", "ETH/USD"], url=sim.url, api_key=marker) as rates:
-            rates.wait(timeout=20)
-            rec = rates.record(dataset, flush_interval=0.1)
-            wait_until(lambda: rec.rows_written >= 40, timeout=20, message="nothing recorded")
-            rec.stop()
-            frame = rates.df
+    sim = make_simulator(seed=5, rate_hz=50, api_key=marker)
+    with cr.stream(["BTC/USD", "ETH/USD"], url=sim.url, api_key=marker) as rates:
+        rates.wait(timeout=20)
+        rec = rates.record(dataset, flush_interval=0.1)
+        wait_until(lambda: rec.rows_written >= 40, timeout=20, message="nothing recorded")
+        rec.stop()
+        frame = rates.df
     df = cr.load(dataset)
     assert set(df["source"]) == {"live"} and len(df) >= 40
     keys = ["time", "pair", "received_at"]
@@ -443,7 +443,7 @@ def test_replay_scope_filters_pairs(dataset: Path, replays: list[recording.Repla
 def test_replay_quacks_like_a_collector(dataset: Path, replays: list[recording.Replay]) -> None:
     """A replay stops, resumes, and offers df/latest/wide/ohlc/status/gaps/repr like a collector."""
     received = paced_dataset(dataset, seconds=4.0)
-    with cr.replay(dataset, speed=4, progress=False) as player:  # ~1 s of playback
+    with cr.replay(dataset, speed=2, progress=False) as player:  # ~2 s of playback: stop() lands mid-way
         replays.append(player)
         wait_until(lambda: player.status.messages >= 5, timeout=10)
         player.stop()
