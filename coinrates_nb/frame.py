@@ -1,0 +1,688 @@
+"""The rolling columnar buffer of exchange rates and its pandas views.
+
+:class:`RollingFrame` keeps the live window of rows in preallocated NumPy columns used as a
+ring, so an append writes five scalars and copies nothing; pandas is only touched when a
+view (:meth:`~RollingFrame.snapshot`, :meth:`~RollingFrame.latest`,
+:meth:`~RollingFrame.wide`, :meth:`~RollingFrame.ohlc`) is asked for. That keeps the
+collector's hot path flat however long it runs (a naive ``pd.concat`` per message slows
+down as it grows: ``../shared/NOTES.md``, "pandas, parsing, transport").
+
+The module is pure: no I/O, no threads, no clock reads. Callers pass every time as integer
+nanoseconds since the epoch (UTC), which keeps the feed's 100 ns precision end to end.
+
+Storage per row: time ``int64`` + pair code ``int16`` + rate ``float64`` + rate-type code
+``int8`` + received ``int64`` = 27 bytes. Pairs and rate types are stored as codes into
+append-only tables, so snapshots build their categoricals with
+:meth:`pandas.Categorical.from_codes` and do no per-row string work.
+
+Eviction rules, in the order applied on every append:
+
+1. **Capacity.** When the ring is full, the oldest row is overwritten (or, with
+   ``max_rows=None``, the ring doubles instead).
+2. **Window.** With ``window`` set, the cutoff is ``newest time seen - window``; rows are
+   evicted from the head while ``head.time < cutoff``. Rows are assumed to arrive *roughly*
+   in time order: a row that arrives late (older than its predecessors) stays until the rows
+   ahead of it are evicted, and an old row that reaches the head is evicted at once. Rows
+   with ``time == cutoff`` are kept.
+
+Thread safety: one :class:`threading.Lock` guards the ring. It is held for an O(1) append
+(amortised: each row is evicted once), for the copy of a batch in :meth:`extend`, and for the
+raw array copy of a view; DataFrames are always built outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, NamedTuple, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+from pandas.tseries.frequencies import to_offset  # type: ignore[import-untyped, unused-ignore]
+
+from ._types import RATE_TYPES, Pair, TimeNs, split_pair
+from .exceptions import CoinratesError, ConfigError, MessageError
+
+__all__ = ["RollingFrame"]
+
+logger = logging.getLogger(__name__)
+
+Int64Array = npt.NDArray[np.int64]
+Int16Array = npt.NDArray[np.int16]
+Int8Array = npt.NDArray[np.int8]
+Float64Array = npt.NDArray[np.float64]
+_Column = TypeVar("_Column", Int64Array, Int16Array, Float64Array, Int8Array)
+
+GROWTH_START: Final = 4096
+"""Initial capacity of a ring that grows (``max_rows=None``); it doubles when full."""
+
+MAX_PAIRS: Final = int(np.iinfo(np.int16).max) + 1
+"""Distinct pairs an ``int16`` code can name over a frame's life."""
+
+MAX_RATE_TYPES: Final = int(np.iinfo(np.int8).max) + 1
+"""Distinct rate types an ``int8`` code can name over a frame's life."""
+
+AGGREGATIONS: Final = frozenset({"last", "first", "mean", "median", "min", "max"})
+"""Values :meth:`RollingFrame.wide` accepts for ``how``."""
+
+OHLC: Final = ("open", "high", "low", "close")
+
+_UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
+_SCAN_START: Final = 16
+"""First block size when scanning the head for window eviction; it doubles per full block."""
+
+
+class _Tables(NamedTuple):
+    """The code tables at one moment: immutable, replaced whole when a pair or rate type appears.
+
+    Views capture the current instance under the lock, so they never see a half-registered pair.
+    """
+
+    pair_names: tuple[Pair, ...]
+    pair_dtype: Any  # pd.CategoricalDtype over pair_names, in code order
+    base_of: Int16Array  # pair code -> code in base_dtype
+    quote_of: Int16Array  # pair code -> code in quote_dtype
+    base_dtype: Any
+    quote_dtype: Any
+    rate_type_dtype: Any
+
+
+class _Raw(NamedTuple):
+    """A consistent copy of the live window's columns, taken under the lock."""
+
+    time: Int64Array
+    code: Int16Array
+    rate: Float64Array
+    rate_type: Int8Array
+    received: Int64Array
+    tables: _Tables
+
+
+def _parse_window(window: str | pd.Timedelta | None) -> int | None:
+    """Return ``window`` as positive integer nanoseconds, or ``None``; raise ``ConfigError`` if bad."""
+    if window is None:
+        return None
+    try:
+        span = pd.Timedelta(window)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"window must be a time span like '15min', not {window!r}") from exc
+    if span is pd.NaT or span <= pd.Timedelta(0):
+        raise ConfigError(f"window must be a positive time span, not {window!r}")
+    return int(span.value)
+
+
+def _format_span(ns: int) -> str:
+    """Format nanoseconds the way pandas spells a frequency (``"15min"``, ``"90s"``)."""
+    try:
+        return str(to_offset(pd.Timedelta(ns, unit="ns")).freqstr)
+    except ValueError:  # pragma: no cover - every positive Timedelta has an offset today
+        return str(pd.Timedelta(ns, unit="ns"))
+
+
+def _as_ns(values: npt.ArrayLike, name: str) -> Int64Array:
+    """Return a 1-D ``int64`` nanosecond array from ints or any ``datetime64`` unit."""
+    array = np.asarray(values)
+    if array.dtype.kind == "M":
+        array = array.astype("datetime64[ns]").view(np.int64)
+    if array.ndim != 1:
+        raise MessageError(f"{name} must be one-dimensional, got shape {array.shape}", field=name)
+    return array.astype(np.int64, copy=False)
+
+
+def _utc(ns: Int64Array, name: str | None = None) -> Any:
+    """Wrap int64 nanoseconds as a UTC ``DatetimeIndex`` without touching Python datetimes."""
+    return pd.DatetimeIndex(ns.view("datetime64[ns]"), dtype=_UTC_NS, name=name)
+
+
+def _empty_time_index() -> Any:
+    """Return the empty UTC index every empty view carries, so its dtype matches a full one."""
+    return _utc(np.empty(0, dtype=np.int64), "time")
+
+
+def _ring_copy(column: npt.NDArray[Any], start: int, count: int) -> npt.NDArray[Any]:
+    """Copy ``count`` ring entries from ``start`` into a new contiguous array, in ring order."""
+    end = start + count
+    if end <= len(column):
+        return column[start:end].copy()
+    return np.concatenate((column[start:], column[: end - len(column)]))
+
+
+def _regrow(column: _Column, start: int, count: int, capacity: int) -> _Column:
+    """Return a new ``capacity``-row column holding ``column``'s ring rows at the front, oldest first."""
+    grown = np.zeros(capacity, dtype=column.dtype)
+    grown[:count] = _ring_copy(column, start, count)
+    return grown
+
+
+class RollingFrame:
+    """A bounded, thread-safe, columnar rolling buffer of exchange-rate rows.
+
+    Rows go in one at a time (:meth:`append`) or in batches (:meth:`extend`) and come out as
+    pandas DataFrames; in between they live in preallocated NumPy columns so that appending
+    never copies the window, whatever its size.
+
+    Args:
+        max_rows: Ring capacity. ``None`` makes the ring grow (starting at 4,096 rows and
+            doubling when full), in which case ``window`` is required to bound it.
+        window: Time span to keep, e.g. ``"15min"``, measured back from the newest row time
+            seen. ``None`` keeps rows until capacity evicts them.
+
+    Raises:
+        ConfigError: If both bounds are ``None``, ``max_rows`` is not a positive int, or
+            ``window`` is not a positive time span.
+
+    Example::
+
+        frame = RollingFrame(max_rows=100_000, window="15min")
+        frame.append(time_ns, "BTC/USD", 64_012.5, "BASE_QUOTE_ISOLATED", received_ns)
+        frame.snapshot()       # DataFrame with a UTC DatetimeIndex named "time"
+        frame.ohlc("1min")     # bars per pair
+    """
+
+    def __init__(self, max_rows: int | None = 100_000, window: str | pd.Timedelta | None = None) -> None:
+        if max_rows is None and window is None:
+            raise ConfigError("RollingFrame needs a bound: give max_rows, window, or both")
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+            raise ConfigError(f"max_rows must be a positive int or None, not {max_rows!r}")
+        self._window_ns = _parse_window(window)
+        self._grows = max_rows is None
+        capacity = GROWTH_START if max_rows is None else max_rows
+        self._lock = threading.Lock()
+        self._time: Int64Array = np.zeros(capacity, dtype=np.int64)
+        self._code: Int16Array = np.zeros(capacity, dtype=np.int16)
+        self._rate: Float64Array = np.zeros(capacity, dtype=np.float64)
+        self._rate_type: Int8Array = np.zeros(capacity, dtype=np.int8)
+        self._received: Int64Array = np.zeros(capacity, dtype=np.int64)
+        self._bind_views()
+        self._capacity = capacity
+        self._start = 0  # ring index of the oldest live row
+        self._count = 0
+        self._appended = 0
+        self._evicted = 0
+        self._newest: TimeNs | None = None  # newest row time ever appended (since clear)
+        # Code tables: append-only, so a code means the same pair for the frame's life.
+        self._pair_code: dict[Pair, int] = {}
+        self._base_code: dict[str, int] = {}
+        self._quote_code: dict[str, int] = {}
+        self._base_of: list[int] = []
+        self._quote_of: list[int] = []
+        self._rate_type_code: dict[str, int] = {name: code for code, name in enumerate(RATE_TYPES)}
+        # Per pair code: live rows, and the ring index of the pair's newest row. A pair's newest
+        # row is evicted last, so while its count is > 0 that index still holds it.
+        self._live: list[int] = []
+        self._last: list[int] = []
+        self._tables = self._make_tables()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, time_ns: TimeNs, pair: Pair, rate: float, rate_type: str, received_ns: TimeNs) -> None:
+        """Write one row into the ring, evicting by capacity and window as needed.
+
+        O(1) amortised and copy-free, so the collector can call it per message however
+        large the window is.
+
+        Raises:
+            MessageError: If ``pair`` is not ``BASE/QUOTE``.
+            CoinratesError: If more distinct pairs or rate types arrive than the codes can name.
+        """
+        lock = self._lock
+        lock.acquire()  # not `with`: the context manager costs ~2x on this hot path
+        try:
+            code = self._pair_code.get(pair)
+            if code is None:
+                code = self._register_pair(pair)
+            type_code = self._rate_type_code.get(rate_type)
+            if type_code is None:
+                type_code = self._register_rate_type(rate_type)
+            count, capacity, start = self._count, self._capacity, self._start
+            head_moved = count == 0
+            if count == capacity:
+                if self._grows:
+                    self._grow(capacity * 2)
+                    capacity, start = self._capacity, self._start
+                else:  # overwrite the oldest row: _drop_head(1), inlined
+                    self._live[self._code_view[start]] -= 1
+                    start += 1
+                    if start == capacity:
+                        start = 0
+                    self._start = start
+                    count -= 1
+                    self._evicted += 1
+                    head_moved = True
+            pos = start + count
+            if pos >= capacity:
+                pos -= capacity
+            # Scalar writes go through memoryviews of the same buffers: ~3x cheaper than ndarray.__setitem__.
+            self._time_view[pos] = time_ns
+            self._code_view[pos] = code
+            self._rate_view[pos] = rate
+            self._rate_type_view[pos] = type_code
+            self._received_view[pos] = received_ns
+            self._count = count + 1
+            self._appended += 1
+            self._live[code] += 1
+            self._last[code] = pos
+            newest = self._newest
+            if newest is None or time_ns > newest:
+                self._newest = newest = time_ns
+                head_moved = True  # the cutoff moved: re-check the head
+            if head_moved and self._window_ns is not None:
+                cutoff = newest - self._window_ns
+                if self._time_view[self._start] < cutoff:
+                    self._evict_before(cutoff)
+        finally:
+            lock.release()
+
+    def extend(
+        self,
+        time_ns: npt.ArrayLike,
+        pairs: Sequence[Pair],
+        rates: npt.ArrayLike,
+        rate_types: Sequence[str],
+        received_ns: npt.ArrayLike,
+    ) -> None:
+        """Append a batch of rows; the result equals appending them one by one.
+
+        Vectorised: strings are factorised once per batch and the columns are copied in at
+        most two slices. A batch larger than the capacity keeps only its last ``capacity``
+        rows (with a growing ring, the ring grows instead). ``time_ns`` and ``received_ns``
+        may be ``int64`` nanoseconds or any ``datetime64`` array.
+
+        Raises:
+            MessageError: If the columns differ in length or a pair is not ``BASE/QUOTE``.
+        """
+        times = _as_ns(time_ns, "time_ns")
+        received = _as_ns(received_ns, "received_ns")
+        values = np.asarray(rates, dtype=np.float64)
+        n = len(times)
+        lengths = {"time_ns": n, "pairs": len(pairs), "rates": len(values), "rate_types": len(rate_types),
+                   "received_ns": len(received)}
+        if len(set(lengths.values())) != 1:
+            raise MessageError(f"extend columns differ in length: {lengths}", field="extend")
+        if n == 0:
+            return
+        pair_idx, pair_uniques = pd.factorize(np.asarray(pairs, dtype=object))
+        type_idx, type_uniques = pd.factorize(np.asarray(rate_types, dtype=object))
+        with self._lock:  # short: registers only the batch's distinct strings
+            pair_map = np.array([self._pair_code.get(p, -1) for p in pair_uniques], dtype=np.int16)
+            for i in np.flatnonzero(pair_map < 0):
+                pair_map[i] = self._register_pair(str(pair_uniques[i]))
+            type_map = np.array([self._rate_type_code.get(t, -1) for t in type_uniques], dtype=np.int8)
+            for i in np.flatnonzero(type_map < 0):
+                type_map[i] = self._register_rate_type(str(type_uniques[i]))
+        codes = pair_map[pair_idx]
+        type_codes = type_map[type_idx]
+        with self._lock:
+            self._write_batch(times, codes, values, type_codes, received)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def snapshot(self, pairs: Iterable[Pair] | None = None, since_ns: TimeNs | None = None) -> pd.DataFrame:
+        """Return a copy of the live window in arrival order.
+
+        The index is a ``DatetimeIndex`` named ``"time"`` (``datetime64[ns, UTC]``); the
+        columns are ``pair``, ``base``, ``quote`` (categorical), ``rate`` (float64),
+        ``rate_type`` (categorical) and ``received_at`` (``datetime64[ns, UTC]``). An empty
+        window gives the same columns and dtypes. Categories are every pair/asset/rate type
+        the frame has seen, in first-seen order, so snapshots concatenate without losing the
+        categorical dtype.
+
+        Args:
+            pairs: Keep only these pairs (unknown names match nothing; one string is one pair).
+            since_ns: Keep only rows with ``time >= since_ns``.
+        """
+        raw = self._copy_raw()
+        keep: npt.NDArray[np.bool_] | None = None
+        if pairs is not None:
+            chosen = {pairs} if isinstance(pairs, str) else set(pairs)
+            wanted = np.array([name in chosen for name in raw.tables.pair_names], dtype=bool)
+            keep = wanted[raw.code]
+        if since_ns is not None:
+            recent = raw.time >= since_ns
+            keep = recent if keep is None else keep & recent
+        if keep is not None:
+            raw = _Raw(raw.time[keep], raw.code[keep], raw.rate[keep], raw.rate_type[keep], raw.received[keep],
+                       raw.tables)
+        return self._build(raw)
+
+    def latest(self, now_ns: TimeNs | None = None) -> pd.DataFrame:
+        """Return the newest row of each live pair, with its age.
+
+        The index is ``pair`` (first-seen order); columns are ``time``, ``rate``,
+        ``rate_type``, ``received_at`` and ``age`` (``now - time`` as a Timedelta). O(pairs):
+        it reads one ring slot per pair, not the window.
+
+        Args:
+            now_ns: The instant ages are measured from. By default the newest ``received_at``
+                among the rows returned, which is the newest in the buffer when receive
+                times grow in arrival order (they come from the receiver's clock).
+        """
+        with self._lock:
+            codes = [code for code, rows in enumerate(self._live) if rows]
+            slots = np.array([self._last[code] for code in codes], dtype=np.intp)
+            times = self._time[slots]
+            rates = self._rate[slots]
+            type_codes = self._rate_type[slots]
+            received = self._received[slots]
+            tables = self._tables
+        if now_ns is None:
+            now_ns = int(received.max()) if len(received) else 0
+        age = (np.int64(now_ns) - times).view("timedelta64[ns]")
+        index = pd.Index([tables.pair_names[code] for code in codes], dtype="str", name="pair")
+        return pd.DataFrame(
+            {
+                "time": _utc(times).array,
+                "rate": rates,
+                "rate_type": pd.Categorical.from_codes(type_codes, dtype=tables.rate_type_dtype, validate=False),
+                "received_at": _utc(received).array,
+                "age": pd.TimedeltaIndex(age).array,
+            },
+            index=index,
+            copy=False,
+        )
+
+    def wide(self, how: str = "last", freq: str | None = None) -> pd.DataFrame:
+        """Return rates as time x pair, one column per pair (first-seen order), forward-filled.
+
+        With ``freq=None`` the index is every distinct row time and rows sharing a time are
+        aggregated with ``how``; with ``freq`` (e.g. ``"1s"``) each pair is resampled into
+        regular buckets labelled by their left edge and aggregated with ``how``. Either way
+        a pair's last value carries forward until it changes, so each row is a full cross-section.
+
+        Args:
+            how: ``"last"``, ``"first"``, ``"mean"``, ``"median"``, ``"min"`` or ``"max"``.
+            freq: A pandas frequency string, or ``None`` for exact times.
+
+        Raises:
+            ConfigError: If ``how`` is not one of the aggregations above.
+        """
+        if how not in AGGREGATIONS:
+            raise ConfigError(f"how must be one of {sorted(AGGREGATIONS)}, not {how!r}")
+
+        def aggregate(rates: pd.Series) -> pd.Series:
+            if freq is None:
+                return rates.groupby(level="time", sort=True).agg(how)
+            return rates.resample(freq).agg(how)
+
+        parts = self._per_pair(aggregate)
+        if not parts:
+            return pd.DataFrame(index=_empty_time_index(), columns=pd.Index([], dtype="str", name="pair"),
+                                dtype=np.float64)
+        out = pd.concat(parts, axis=1, names=["pair"]).sort_index()
+        if freq is not None:
+            out = out.asfreq(freq)
+        return out.ffill()
+
+    def ohlc(self, freq: str = "1min", pair: Pair | None = None) -> pd.DataFrame:
+        """Return open/high/low/close bars of the rate per ``freq`` bucket (UTC, left-labelled).
+
+        With ``pair=None`` the columns are a MultiIndex ``(pair, field)`` over all live pairs,
+        on one regular index; with a pair the columns are flat ``open, high, low, close,
+        count``. Buckets without a row have NaN prices (and ``count`` 0): a bar is never
+        invented from a previous close.
+        """
+        if pair is not None:
+            raw = self.snapshot(pairs=[pair])["rate"]
+            bars = _time_sorted(raw).resample(freq)
+            out = bars.ohlc()
+            out["count"] = bars.count().astype(np.int64)
+            return out
+        parts = self._per_pair(lambda rates: rates.resample(freq).ohlc())
+        if not parts:
+            columns = pd.MultiIndex.from_arrays([[], []], names=["pair", "field"])
+            return pd.DataFrame(index=_empty_time_index(), columns=columns, dtype=np.float64)
+        return pd.concat(parts, axis=1, names=["pair", "field"]).sort_index().asfreq(freq)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Drop every live row and forget the newest time; keep capacity and the code tables.
+
+        ``appended`` and ``evicted`` are lifetime counters and do not change: cleared rows
+        were not evicted.
+        """
+        with self._lock:
+            self._start = 0
+            self._count = 0
+            self._newest = None
+            self._live = [0] * len(self._live)
+
+    def __len__(self) -> int:
+        """Return the number of live rows."""
+        return self._count
+
+    def counts(self) -> dict[Pair, int]:
+        """Return live rows per pair (first-seen order), without copying the window: O(pairs)."""
+        with self._lock:
+            return {name: rows for name, rows in zip(self._tables.pair_names, self._live, strict=True) if rows}
+
+    @property
+    def pairs(self) -> tuple[Pair, ...]:
+        """Pairs with at least one row in the live window, in first-seen order."""
+        with self._lock:
+            return tuple(name for name, rows in zip(self._tables.pair_names, self._live, strict=True) if rows)
+
+    @property
+    def capacity(self) -> int:
+        """Rows the ring holds before it evicts (or, when growing, before it doubles)."""
+        return self._capacity
+
+    @property
+    def window(self) -> pd.Timedelta | None:
+        """The time span kept, or ``None``."""
+        return None if self._window_ns is None else pd.Timedelta(self._window_ns, unit="ns")
+
+    @property
+    def appended(self) -> int:
+        """Rows ever appended (monotonic; ``clear`` does not reset it)."""
+        return self._appended
+
+    @property
+    def evicted(self) -> int:
+        """Rows dropped by the capacity or window bound (not by ``clear``)."""
+        return self._evicted
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated columns: 27 per row of capacity."""
+        return sum(column.nbytes for column in self._columns())
+
+    def __repr__(self) -> str:
+        with self._lock:
+            count, capacity = self._count, self._capacity
+            n_pairs = sum(1 for rows in self._live if rows)
+        grows = " (grows)" if self._grows else ""
+        window = "no window" if self._window_ns is None else f"window {_format_span(self._window_ns)}"
+        return (f"<RollingFrame {count:,}/{capacity:,} rows{grows} | {n_pairs} pair{'s' * (n_pairs != 1)} | "
+                f"{window}>")
+
+    # -- internals (callers hold the lock where noted) -----------------------------------------
+
+    def _columns(self) -> tuple[npt.NDArray[Any], ...]:
+        """Return the five ring columns, in storage order."""
+        return self._time, self._code, self._rate, self._rate_type, self._received
+
+    def _bind_views(self) -> None:
+        """Point the scalar-access memoryviews at the current columns (same buffers, no copy)."""
+        self._time_view = self._time.data
+        self._code_view = self._code.data
+        # typeshed types every memoryview item as int; this one holds float64 ("d").
+        self._rate_view: Any = self._rate.data
+        self._rate_type_view = self._rate_type.data
+        self._received_view = self._received.data
+
+    def _make_tables(self) -> _Tables:
+        """Build an immutable :class:`_Tables` from the code dicts (lock held)."""
+        return _Tables(
+            pair_names=tuple(self._pair_code),
+            pair_dtype=pd.CategoricalDtype(list(self._pair_code)),
+            base_of=np.array(self._base_of, dtype=np.int16),
+            quote_of=np.array(self._quote_of, dtype=np.int16),
+            base_dtype=pd.CategoricalDtype(list(self._base_code)),
+            quote_dtype=pd.CategoricalDtype(list(self._quote_code)),
+            rate_type_dtype=pd.CategoricalDtype(list(self._rate_type_code)),
+        )
+
+    def _register_pair(self, pair: Pair) -> int:
+        """Give ``pair`` the next code and rebuild the tables (lock held; rare)."""
+        try:
+            base, quote = split_pair(pair)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise MessageError(f"pair must be 'BASE/QUOTE', not {pair!r}", field="pair", payload=str(pair)) from exc
+        code = len(self._pair_code)
+        if code >= MAX_PAIRS:
+            raise CoinratesError(f"RollingFrame holds at most {MAX_PAIRS:,} distinct pairs; {pair!r} is one more")
+        self._pair_code[pair] = code
+        self._base_of.append(self._base_code.setdefault(base, len(self._base_code)))
+        self._quote_of.append(self._quote_code.setdefault(quote, len(self._quote_code)))
+        self._live.append(0)
+        self._last.append(0)
+        self._tables = self._make_tables()
+        logger.debug("frame: new pair %s (code %d)", pair, code)
+        return code
+
+    def _register_rate_type(self, rate_type: str) -> int:
+        """Give ``rate_type`` the next code and rebuild the tables (lock held; rare)."""
+        code = len(self._rate_type_code)
+        if code >= MAX_RATE_TYPES:
+            raise CoinratesError(f"RollingFrame holds at most {MAX_RATE_TYPES} rate types; {rate_type!r} is one more")
+        self._rate_type_code[str(rate_type)] = code
+        self._tables = self._make_tables()
+        logger.debug("frame: new rate type %s (code %d)", rate_type, code)
+        return code
+
+    def _drop_head(self, k: int) -> None:
+        """Evict the ``k`` oldest live rows and update the per-pair counts (lock held)."""
+        if k <= 8:
+            for i in range(k):
+                slot = self._start + i
+                self._live[self._code_view[slot - self._capacity if slot >= self._capacity else slot]] -= 1
+        else:
+            dropped = _ring_copy(self._code, self._start, k)
+            tally = np.bincount(dropped, minlength=len(self._live))
+            for code in np.flatnonzero(tally):
+                self._live[code] -= int(tally[code])
+        self._start = (self._start + k) % self._capacity
+        self._count -= k
+        self._evicted += k
+
+    def _evict_before(self, cutoff: TimeNs) -> None:
+        """Evict from the head while ``head.time < cutoff`` (lock held).
+
+        Checks the head scalar first (the common case evicts nothing), then scans blocks that
+        double in size, so the cost is proportional to the rows evicted.
+        """
+        if self._count == 0 or self._time_view[self._start] >= cutoff:
+            return
+        k, block = 0, _SCAN_START
+        while k < self._count:
+            slot = (self._start + k) % self._capacity
+            size = min(block, self._count - k, self._capacity - slot)
+            below = self._time[slot:slot + size] < cutoff
+            if not below.all():
+                k += int(np.argmin(below))
+                break
+            k += size
+            block *= 2
+        self._drop_head(k)
+
+    def _grow(self, capacity: int) -> None:
+        """Move the live rows into new columns of ``capacity`` rows, oldest first (lock held).
+
+        The only place rows are copied on the write path; it happens ``log2`` times.
+        """
+        old = self._capacity
+        start, count = self._start, self._count
+        self._time = _regrow(self._time, start, count, capacity)
+        self._code = _regrow(self._code, start, count, capacity)
+        self._rate = _regrow(self._rate, start, count, capacity)
+        self._rate_type = _regrow(self._rate_type, start, count, capacity)
+        self._received = _regrow(self._received, start, count, capacity)
+        self._bind_views()
+        self._last = [(slot - start) % old for slot in self._last]
+        self._start = 0
+        self._capacity = capacity
+        logger.debug("frame: ring grew from %d to %d rows", old, capacity)
+
+    def _write_batch(self, times: Int64Array, codes: Int16Array, rates: Float64Array, type_codes: Int8Array,
+                     received: Int64Array) -> None:
+        """Write a batch at the tail with the same result as appending row by row (lock held)."""
+        n = len(times)
+        batch_newest = int(times.max())
+        if self._grows:
+            capacity = self._capacity
+            while capacity < self._count + n:
+                capacity *= 2
+            if capacity != self._capacity:
+                self._grow(capacity)
+        elif n >= self._capacity:
+            # Every live row and the batch's head would be overwritten one by one.
+            skip = n - self._capacity
+            self._drop_head(self._count)
+            self._start = 0
+            self._appended += skip
+            self._evicted += skip
+            times, codes, rates, type_codes, received = (
+                times[skip:], codes[skip:], rates[skip:], type_codes[skip:], received[skip:])
+            n = self._capacity
+        elif self._count + n > self._capacity:
+            self._drop_head(self._count + n - self._capacity)
+        pos = (self._start + self._count) % self._capacity
+        first = min(n, self._capacity - pos)
+        batch: tuple[npt.NDArray[Any], ...] = (times, codes, rates, type_codes, received)
+        for column, values in zip(self._columns(), batch, strict=True):
+            column[pos:pos + first] = values[:first]
+            column[: n - first] = values[first:]
+        tally = np.bincount(codes, minlength=len(self._live))
+        for code in np.flatnonzero(tally):
+            self._live[code] += int(tally[code])
+        present, from_end = np.unique(codes[::-1], return_index=True)
+        for code, back in zip(present.tolist(), from_end.tolist(), strict=True):
+            self._last[code] = (pos + n - 1 - back) % self._capacity
+        self._count += n
+        self._appended += n
+        if self._newest is None or batch_newest > self._newest:
+            self._newest = batch_newest
+        if self._window_ns is not None:
+            self._evict_before(self._newest - self._window_ns)
+
+    def _copy_raw(self) -> _Raw:
+        """Copy the live window's raw columns under the lock: the only work done while holding it."""
+        with self._lock:
+            start, count = self._start, self._count
+            time, code, rate, rate_type, received = (_ring_copy(c, start, count) for c in self._columns())
+            tables = self._tables
+        return _Raw(time, code, rate, rate_type, received, tables)
+
+    @staticmethod
+    def _build(raw: _Raw) -> pd.DataFrame:
+        """Turn a raw copy into the snapshot DataFrame (no lock; no per-row string work)."""
+        tables = raw.tables
+        return pd.DataFrame(
+            {
+                "pair": pd.Categorical.from_codes(raw.code, dtype=tables.pair_dtype, validate=False),
+                "base": pd.Categorical.from_codes(tables.base_of[raw.code], dtype=tables.base_dtype, validate=False),
+                "quote": pd.Categorical.from_codes(tables.quote_of[raw.code], dtype=tables.quote_dtype,
+                                                   validate=False),
+                "rate": raw.rate,
+                "rate_type": pd.Categorical.from_codes(raw.rate_type, dtype=tables.rate_type_dtype, validate=False),
+                "received_at": _utc(raw.received).array,
+            },
+            index=_utc(raw.time, "time"),
+            copy=False,
+        )
+
+    def _per_pair(self, view: Callable[[pd.Series], Any]) -> dict[Pair, Any]:
+        """Apply ``view`` to each live pair's time-sorted rate series, keyed by pair name."""
+        snap = self.snapshot()
+        return {str(name): view(_time_sorted(rates))
+                for name, rates in snap["rate"].groupby(snap["pair"], observed=True, sort=True)}
+
+
+def _time_sorted(rates: pd.Series) -> pd.Series:
+    """Return ``rates`` ordered by time, keeping arrival order among equal times."""
+    if rates.index.is_monotonic_increasing:
+        return rates
+    return rates.sort_index(kind="stable")

@@ -1,0 +1,509 @@
+"""The rolling frame: ring and window eviction, exact dtypes and precision, views, threads, a model check."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coinrates_nb import frame as frame_module
+from coinrates_nb._types import RATE_TYPES
+from coinrates_nb.exceptions import ConfigError, MessageError
+from coinrates_nb.frame import RollingFrame
+
+T0 = int(pd.Timestamp("2024-01-01", tz="UTC").value)
+"""A minute-aligned epoch, so resample buckets fall on round offsets from it."""
+SEC = 1_000_000_000
+ISO = RATE_TYPES[0]
+Row = tuple[int, str, float, str, int]
+
+
+def rows_of(frame: RollingFrame, **kwargs: Any) -> list[Row]:
+    """Return a snapshot as plain (time_ns, pair, rate, rate_type, received_ns) tuples."""
+    df = frame.snapshot(**kwargs)
+    return list(
+        zip(
+            df.index.asi8.tolist(),
+            df["pair"].astype(str).tolist(),
+            df["rate"].tolist(),
+            df["rate_type"].astype(str).tolist(),
+            pd.DatetimeIndex(df["received_at"]).asi8.tolist(),
+            strict=True,
+        )
+    )
+
+
+def fill(frame: RollingFrame, n: int, start: int = 0, pairs: tuple[str, ...] = ("BTC/USD", "ETH/USD")) -> list[Row]:
+    """Append ``n`` rows one second apart with rate = index, returning what was appended."""
+    rows = [(T0 + i * SEC, pairs[i % len(pairs)], float(i), ISO, T0 + i * SEC + 5) for i in range(start, start + n)]
+    for row in rows:
+        frame.append(*row)
+    return rows
+
+
+def extend_rows(frame: RollingFrame, rows: list[Row]) -> None:
+    """Feed ``rows`` to ``extend`` as one batch of columns."""
+    frame.extend(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        [r[1] for r in rows],
+        np.array([r[2] for r in rows], dtype=np.float64),
+        [r[3] for r in rows],
+        np.array([r[4] for r in rows], dtype=np.int64),
+    )
+
+
+# -- bounds and eviction -----------------------------------------------------------------------
+
+
+def test_ring_wraps_keeping_newest_capacity_rows_in_order() -> None:
+    """After 2.5x capacity appends the snapshot holds exactly the newest `capacity` rows, oldest first."""
+    frame = RollingFrame(max_rows=40)
+    rows = fill(frame, 100)
+    assert rows_of(frame) == rows[-40:]
+    assert (len(frame), frame.appended, frame.evicted) == (40, 100, 60)
+
+
+def test_window_evicts_rows_older_than_newest_minus_window() -> None:
+    """Rows with time < newest - window leave from the head; a row exactly at the cutoff stays."""
+    frame = RollingFrame(max_rows=None, window="10s")
+    rows = fill(frame, 25)
+    assert rows_of(frame) == rows[14:]  # newest 24 s, cutoff 14 s: 14 s itself is kept
+    assert frame.evicted == 14
+
+
+def test_window_assumes_rough_time_order() -> None:
+    """A late row stays behind newer rows until it reaches the head, then goes at once if too old."""
+    frame = RollingFrame(max_rows=10, window="10s")
+    frame.append(T0 + 20 * SEC, "A/B", 1.0, ISO, 0)
+    frame.append(T0 + 5 * SEC, "A/B", 2.0, ISO, 0)  # late and already older than the cutoff
+    assert [r[2] for r in rows_of(frame)] == [1.0, 2.0]
+    frame.append(T0 + 31 * SEC, "A/B", 3.0, ISO, 0)  # cutoff 21 s: the 20 s head goes, then the late row
+    assert [r[2] for r in rows_of(frame)] == [3.0]
+
+
+def test_capacity_and_window_together() -> None:
+    """Whichever bound is tighter wins: capacity in a burst, the window after a quiet spell."""
+    frame = RollingFrame(max_rows=5, window="100s")
+    rows = fill(frame, 8)
+    assert rows_of(frame) == rows[-5:]
+    late = (T0 + 500 * SEC, "BTC/USD", 9.0, ISO, 1)
+    frame.append(*late)
+    assert rows_of(frame) == [late]
+    assert (frame.appended, frame.evicted, len(frame)) == (9, 8, 1)
+
+
+def test_growing_ring_doubles_and_keeps_every_row_in_window() -> None:
+    """With max_rows=None the ring starts at 4,096 rows and doubles, keeping rows in order across the copy."""
+    frame = RollingFrame(max_rows=None, window="10000s")
+    assert frame.capacity == 4096
+    rows = fill(frame, 10_000)
+    assert frame.capacity == 16_384
+    assert rows_of(frame) == rows
+    assert frame.latest()["rate"].to_dict() == {"BTC/USD": 9998.0, "ETH/USD": 9999.0}
+    more = fill(frame, 10_000, start=10_000)  # the window now evicts as fast as rows arrive: no growth
+    assert frame.capacity == 16_384
+    assert rows_of(frame) == (rows + more)[-10_001:]
+
+
+def test_growth_after_eviction_keeps_each_pairs_newest_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Doubling a wrapped ring (head not at slot 0) re-maps where each pair's newest row lives."""
+    monkeypatch.setattr(frame_module, "GROWTH_START", 4)
+    frame = RollingFrame(max_rows=None, window=pd.Timedelta(10, "ns"))
+    for t, pair, rate in [(0, "A/B", 0.0), (1, "C/D", 1.0), (2, "A/B", 2.0), (12, "A/B", 3.0),
+                          (12, "E/F", 4.0), (12, "E/F", 5.0)]:
+        frame.append(T0 + t, pair, rate, ISO, T0 + t)
+    assert (frame.capacity, frame._start, len(frame)) == (4, 2, 4)  # wrapped, full
+    frame.append(T0 + 13, "G/H", 6.0, ISO, T0 + 13)
+    assert frame.capacity == 8
+    assert frame.latest()["rate"].to_dict() == {"A/B": 3.0, "E/F": 5.0, "G/H": 6.0}
+    assert [r[2] for r in rows_of(frame)] == [3.0, 4.0, 5.0, 6.0]  # cutoff 3 ns: the 2 ns row goes
+
+
+@pytest.mark.parametrize(
+    ("max_rows", "window"),
+    [(None, None), (0, None), (-1, "1s"), (True, None), (10, "soon"), (10, "-5s"), (10, "0s")],
+)
+def test_bad_bounds_raise_config_error(max_rows: Any, window: Any) -> None:
+    """No bound, a non-positive/non-int capacity, or a bad window is a ConfigError (also a ValueError)."""
+    with pytest.raises(ConfigError):
+        RollingFrame(max_rows=max_rows, window=window)
+
+
+def test_bad_pair_is_a_message_error_naming_the_field() -> None:
+    """A pair that is not BASE/QUOTE raises MessageError(field='pair') and stores nothing."""
+    frame = RollingFrame(10)
+    with pytest.raises(MessageError) as info:
+        frame.append(T0, "BTCUSD", 1.0, ISO, T0)
+    assert info.value.field == "pair"
+    assert len(frame) == 0 and frame.appended == 0
+
+
+def test_clear_empties_but_keeps_lifetime_counters() -> None:
+    """clear() drops live rows and the newest time; appended/evicted and capacity stay."""
+    frame = RollingFrame(max_rows=4, window="1h")
+    fill(frame, 6)
+    frame.clear()
+    assert (len(frame), frame.pairs, frame.appended, frame.evicted, frame.capacity) == (0, (), 6, 2, 4)
+    frame.append(T0 - 10_000 * SEC, "A/B", 1.0, ISO, 0)  # older than the pre-clear cutoff: kept
+    assert len(frame) == 1
+
+
+# -- snapshot shape and precision -------------------------------------------------------------
+
+EXPECTED_DTYPES = {
+    "pair": "category",
+    "base": "category",
+    "quote": "category",
+    "rate": "float64",
+    "rate_type": "category",
+    "received_at": "datetime64[ns, UTC]",
+}
+
+
+def test_snapshot_dtypes_index_and_tz_exactly() -> None:
+    """The snapshot has a UTC ns DatetimeIndex named 'time' and the documented column dtypes."""
+    frame = RollingFrame(10)
+    fill(frame, 3, pairs=("BTC/USD", "ETH/EUR"))
+    df = frame.snapshot()
+    assert isinstance(df.index, pd.DatetimeIndex)
+    assert df.index.name == "time"
+    assert str(df.index.dtype) == "datetime64[ns, UTC]"
+    assert {c: str(t) for c, t in df.dtypes.items()} == EXPECTED_DTYPES
+    assert list(df.columns) == list(EXPECTED_DTYPES)
+    assert df["base"].astype(str).tolist() == ["BTC", "ETH", "BTC"]
+    assert df["quote"].astype(str).tolist() == ["USD", "EUR", "USD"]
+    assert list(df["quote"].cat.categories) == ["USD", "EUR"]
+
+
+def test_empty_snapshot_has_same_columns_and_dtypes() -> None:
+    """An empty frame snapshots to zero rows with the same index and column dtypes."""
+    df = RollingFrame(10).snapshot()
+    assert df.shape == (0, 6)
+    assert str(df.index.dtype) == "datetime64[ns, UTC]" and df.index.name == "time"
+    assert {c: str(t) for c, t in df.dtypes.items()} == EXPECTED_DTYPES
+
+
+def test_100ns_precision_survives_end_to_end() -> None:
+    """Seven fractional digits (100 ns) of time and received_at come back exactly via asi8."""
+    time_ns = 1_717_171_717_703_542_900  # ...:37.7035429
+    received_ns = 1_717_171_717_803_542_900
+    frame = RollingFrame(10)
+    frame.append(time_ns, "BTC/USD", 1.0, ISO, received_ns)
+    frame.extend(np.array([time_ns + 100]), ["BTC/USD"], np.array([2.0]), [ISO], np.array([received_ns + 100]))
+    df = frame.snapshot()
+    assert df.index.asi8.tolist() == [time_ns, time_ns + 100]
+    assert pd.DatetimeIndex(df["received_at"]).asi8.tolist() == [received_ns, received_ns + 100]
+    assert frame.latest().loc["BTC/USD", "time"].value == time_ns + 100
+
+
+def test_snapshot_filters_by_pairs_and_since() -> None:
+    """snapshot(pairs=..., since_ns=...) keeps matching rows in arrival order; categories stay stable."""
+    frame = RollingFrame(10)
+    rows = fill(frame, 6, pairs=("A/B", "C/D", "E/F"))
+    assert rows_of(frame, pairs=["C/D"]) == [rows[1], rows[4]]
+    assert rows_of(frame, pairs="C/D") == [rows[1], rows[4]]
+    assert rows_of(frame, since_ns=T0 + 3 * SEC) == rows[3:]
+    assert rows_of(frame, pairs=["A/B", "E/F", "X/Y"], since_ns=T0 + 1 * SEC) == [rows[2], rows[3], rows[5]]
+    assert list(frame.snapshot(pairs=["C/D"])["pair"].cat.categories) == ["A/B", "C/D", "E/F"]
+
+
+def test_snapshot_is_a_copy() -> None:
+    """Mutating a snapshot leaves the frame untouched."""
+    frame = RollingFrame(10)
+    fill(frame, 3)
+    df = frame.snapshot()
+    df["rate"] = -1.0
+    assert [r[2] for r in rows_of(frame)] == [0.0, 1.0, 2.0]
+
+
+def test_append_and_extend_do_not_copy_the_window() -> None:
+    """The ring's ndarray objects and their buffers are the same before and after many wrapping appends."""
+    frame = RollingFrame(max_rows=64, window="1h")
+    columns = frame._columns()
+    pointers = [c.ctypes.data for c in columns]
+    fill(frame, 200)
+    extend_rows(frame, [(T0 + 300 * SEC + i, "A/B", 1.0, ISO, 0) for i in range(100)])
+    assert all(a is b for a, b in zip(frame._columns(), columns, strict=True))
+    assert [c.ctypes.data for c in frame._columns()] == pointers
+    assert frame.nbytes == 64 * 27
+
+
+# -- views ----------------------------------------------------------------------------------------
+
+
+def test_latest_one_row_per_pair_with_age() -> None:
+    """latest() gives each pair's newest row; age runs to the newest received_at or to now_ns."""
+    frame = RollingFrame(10)
+    frame.append(T0, "A/B", 1.0, ISO, T0 + 5)
+    frame.append(T0 + 10, "C/D", 2.0, "BASE_AND_QUOTE_TO_REF", T0 + 20)
+    frame.append(T0 + 30, "A/B", 3.0, ISO, T0 + 40)
+    out = frame.latest()
+    assert out.index.name == "pair" and out.index.tolist() == ["A/B", "C/D"]
+    assert list(out.columns) == ["time", "rate", "rate_type", "received_at", "age"]
+    assert out["rate"].tolist() == [3.0, 2.0]
+    assert pd.DatetimeIndex(out["time"]).asi8.tolist() == [T0 + 30, T0 + 10]
+    assert out["rate_type"].astype(str).tolist() == [ISO, "BASE_AND_QUOTE_TO_REF"]
+    assert out["age"].tolist() == [pd.Timedelta(10, "ns"), pd.Timedelta(30, "ns")]
+    assert frame.latest(now_ns=T0 + 100)["age"].tolist() == [pd.Timedelta(70, "ns"), pd.Timedelta(90, "ns")]
+    assert str(out["time"].dtype) == "datetime64[ns, UTC]"
+    assert list(RollingFrame(3).latest().columns) == list(out.columns)
+
+
+def test_latest_drops_pairs_whose_rows_were_evicted() -> None:
+    """A pair disappears from latest(), pairs and counts() once its last row is evicted."""
+    frame = RollingFrame(max_rows=3)
+    frame.append(T0, "A/B", 1.0, ISO, T0)
+    for i in range(1, 4):
+        frame.append(T0 + i, "C/D", float(i), ISO, T0 + i)
+    assert frame.latest().index.tolist() == ["C/D"]
+    assert frame.pairs == ("C/D",) and frame.counts() == {"C/D": 3}
+
+
+def test_wide_on_exact_times_forward_fills() -> None:
+    """wide() pivots on exact times (last of duplicates) and carries each pair forward."""
+    frame = RollingFrame(10)
+    for t, pair, rate in [(0, "A/B", 1.0), (0, "C/D", 10.0), (1, "A/B", 2.0), (1, "A/B", 3.0), (3, "C/D", 11.0)]:
+        frame.append(T0 + t * SEC, pair, rate, ISO, 0)
+    out = frame.wide()
+    assert out.index.asi8.tolist() == [T0, T0 + SEC, T0 + 3 * SEC]
+    assert str(out.index.dtype) == "datetime64[ns, UTC]" and out.columns.name == "pair"
+    assert out.to_dict("list") == {"A/B": [1.0, 3.0, 3.0], "C/D": [10.0, 10.0, 11.0]}
+    assert frame.wide(how="mean")["A/B"].tolist() == [1.0, 2.5, 2.5]
+    with pytest.raises(ConfigError):
+        frame.wide(how="sum")
+
+
+def test_wide_resampled_fills_empty_buckets() -> None:
+    """wide(freq=) takes the last rate per bucket per pair and forward-fills buckets with no rows."""
+    frame = RollingFrame(10)
+    for t, pair, rate in [(0, "A/B", 1.0), (1, "A/B", 3.0), (0.5, "C/D", 10.0), (3, "C/D", 11.0), (7, "C/D", 12.0)]:
+        frame.append(T0 + int(t * SEC), pair, rate, ISO, 0)
+    out = frame.wide(freq="2s")
+    assert out.index.asi8.tolist() == [T0 + k * SEC for k in (0, 2, 4, 6)]
+    assert out.to_dict("list") == {"A/B": [3.0, 3.0, 3.0, 3.0], "C/D": [10.0, 11.0, 11.0, 12.0]}
+    empty = RollingFrame(3).wide(freq="1s")
+    assert empty.shape == (0, 0) and str(empty.index.dtype) == "datetime64[ns, UTC]"
+
+
+def test_ohlc_bars_by_time_with_gaps_left_empty() -> None:
+    """ohlc() orders each bucket by time (a late row can open it), leaves empty buckets NaN, counts rows."""
+    frame = RollingFrame(20)
+    for t, pair, rate in [(10, "A/B", 5.0), (0, "A/B", 1.0), (30, "A/B", 0.5), (59, "A/B", 2.0),
+                          (60, "A/B", 3.0), (90, "C/D", 7.0), (200, "A/B", 4.0)]:
+        frame.append(T0 + t * SEC, pair, rate, ISO, 0)
+    one = frame.ohlc("1min", pair="A/B")
+    assert list(one.columns) == ["open", "high", "low", "close", "count"]
+    assert one.index.asi8.tolist() == [T0 + m * 60 * SEC for m in range(4)]
+    assert str(one.index.dtype) == "datetime64[ns, UTC]"
+    expected = {"open": [1.0, 3.0, np.nan, 4.0], "high": [5.0, 3.0, np.nan, 4.0],
+                "low": [0.5, 3.0, np.nan, 4.0], "close": [2.0, 3.0, np.nan, 4.0]}
+    pd.testing.assert_frame_equal(one[["open", "high", "low", "close"]],
+                                  pd.DataFrame(expected, index=one.index), check_freq=False)
+    assert one["count"].tolist() == [4, 1, 0, 1]
+    both = frame.ohlc("1min")
+    assert isinstance(both.columns, pd.MultiIndex)
+    assert both.columns.tolist() == [(p, f) for p in ("A/B", "C/D") for f in ("open", "high", "low", "close")]
+    pd.testing.assert_frame_equal(both["A/B"], one[["open", "high", "low", "close"]], check_names=False,
+                                  check_freq=False)
+    assert both[("C/D", "close")].tolist()[1] == 7.0 and both[("C/D", "close")].isna().sum() == 3
+    assert frame.ohlc(pair="X/Y").shape == (0, 5)
+    assert RollingFrame(3).ohlc().shape == (0, 0)
+
+
+# -- extend ----------------------------------------------------------------------------------------
+
+
+def test_extend_equals_repeated_append() -> None:
+    """Batches (including one larger than capacity and late rows) leave the same state as row-by-row appends."""
+    rng = np.random.default_rng(7)
+    pairs = ["A/B", "C/D", "E/F", "G/H"]
+    rows: list[Row] = []
+    t = T0
+    for i in range(500):
+        t += int(rng.integers(-2 * SEC, 5 * SEC))
+        rows.append((t, pairs[int(rng.integers(4))], float(i), RATE_TYPES[i % 3], t + 11))
+    for max_rows, window in [(50, None), (50, "60s"), (None, "60s"), (1000, None)]:
+        one, batched = RollingFrame(max_rows, window), RollingFrame(max_rows, window)
+        for row in rows:
+            one.append(*row)
+        for lo, hi in [(0, 7), (7, 8), (8, 130), (130, 500)]:
+            extend_rows(batched, rows[lo:hi])
+        assert rows_of(batched) == rows_of(one)
+        assert (batched.appended, batched.evicted, batched.pairs) == (one.appended, one.evicted, one.pairs)
+        pd.testing.assert_frame_equal(batched.latest(), one.latest())
+
+
+def test_extend_accepts_datetime64_and_rejects_ragged_columns() -> None:
+    """extend() converts datetime64 of any unit to ns and raises MessageError on length mismatch."""
+    frame = RollingFrame(10)
+    times = np.array(["2024-01-01T00:00:01.5"], dtype="datetime64[ms]")
+    frame.extend(times, ["A/B"], np.array([1.0]), [ISO], times)
+    assert frame.snapshot().index.asi8.tolist() == [T0 + 1_500_000_000]
+    with pytest.raises(MessageError):
+        frame.extend(np.array([T0, T0]), ["A/B"], np.array([1.0, 2.0]), [ISO, ISO], np.array([T0, T0]))
+    frame.extend(np.array([], dtype=np.int64), [], np.array([]), [], np.array([], dtype=np.int64))
+    assert frame.appended == 1
+
+
+# -- threads --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Make the interpreter switch threads often so reader and writer interleave finely."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["append", "extend"])
+@pytest.mark.usefixtures("fast_switching")
+def test_snapshots_are_consistent_while_a_thread_appends(batched: bool) -> None:
+    """One thread writes 200k rows while another snapshots: every snapshot is contiguous, ordered, untorn."""
+    n, step = 200_000, 100
+    pairs = np.array(["A/B", "C/D", "E/F"], dtype=object)
+    frame = RollingFrame(max_rows=10_000, window=pd.Timedelta(7_000 * step, "ns"))
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        started.wait()
+        try:
+            if batched:
+                for lo in range(0, n, 1000):
+                    i = np.arange(lo, lo + 1000)
+                    frame.extend(T0 + i * step, pairs[i % 3].tolist(), i * 0.25, [ISO] * 1000, T0 + i * step + 7)
+            else:
+                for i in range(n):
+                    frame.append(T0 + i * step, pairs[i % 3], i * 0.25, ISO, T0 + i * step + 7)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def check(df: pd.DataFrame) -> None:
+        i = (df.index.asi8 - T0) // step
+        assert len(df) <= 10_000
+        assert np.all(np.diff(i) == 1), "rows missing or out of order"
+        assert np.array_equal(df["rate"].to_numpy(), i * 0.25), "torn row: rate does not match time"
+        assert np.array_equal(df["pair"].astype(str).to_numpy(), pairs[i % 3]), "torn row: pair"
+        assert np.array_equal(pd.DatetimeIndex(df["received_at"]).asi8 - df.index.asi8, np.full(len(df), 7))
+
+    writer = threading.Thread(target=write, name="frame-writer")
+    writer.start()
+    started.set()
+    snapshots = 0
+    while writer.is_alive():
+        check(frame.snapshot())
+        latest = frame.latest()
+        assert np.array_equal(latest["rate"].to_numpy(), (pd.DatetimeIndex(latest["time"]).asi8 - T0) // step * 0.25)
+        snapshots += 1
+    writer.join()
+    assert not errors
+    check(frame.snapshot())
+    assert frame.appended == n and len(frame) == 7_001
+    assert snapshots >= 1
+
+
+# -- the reference model ------------------------------------------------------------------------
+
+
+class Model:
+    """The eviction rules in plain Python: append, drop the oldest beyond capacity, then the window."""
+
+    def __init__(self, max_rows: int | None, window_ns: int | None) -> None:
+        self.rows: list[Row] = []
+        self.max_rows, self.window_ns = max_rows, window_ns
+        self.newest: int | None = None
+        self.seen: list[str] = []
+
+    def append(self, row: Row) -> None:
+        """Apply one append with the documented eviction order."""
+        self.rows.append(row)
+        if row[1] not in self.seen:
+            self.seen.append(row[1])
+        if self.max_rows is not None and len(self.rows) > self.max_rows:
+            self.rows.pop(0)
+        self.newest = row[0] if self.newest is None else max(self.newest, row[0])
+        if self.window_ns is not None:
+            while self.rows and self.rows[0][0] < self.newest - self.window_ns:
+                self.rows.pop(0)
+
+    def latest(self) -> dict[str, float]:
+        """Return each live pair's newest rate."""
+        return {pair: rate for _, pair, rate, _, _ in self.rows}
+
+
+rows_st = st.lists(
+    st.tuples(
+        st.integers(-5, 12),  # time step from the previous row: mostly forward, sometimes late
+        st.sampled_from(["A/B", "C/D", "E/F", "A/D"]),
+        st.integers(-1000, 1000).map(float),
+        st.sampled_from([*RATE_TYPES, "FUTURE_TYPE"]),
+        st.integers(0, 2**40),
+    ),
+    max_size=12,
+)
+ops_st = st.lists(st.tuples(st.sampled_from(["append", "extend", "snapshot"]), rows_st), max_size=30)
+bounds_st = st.one_of(
+    st.tuples(st.integers(1, 8), st.one_of(st.none(), st.integers(1, 40))),
+    st.tuples(st.none(), st.integers(1, 40)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bounds=bounds_st, ops=ops_st)
+def test_matches_reference_model(bounds: tuple[int | None, int | None], ops: list[tuple[str, list[Any]]]) -> None:
+    """Random append/extend/snapshot sequences give the same rows, counters and latest as the model."""
+    max_rows, window = bounds
+    with mock.patch.object(frame_module, "GROWTH_START", 2):  # so the growing ring doubles in small tests
+        frame = RollingFrame(max_rows, None if window is None else pd.Timedelta(window, "ns"))
+    model = Model(max_rows, window)
+    clock, total = T0, 0
+    for op, steps in ops:
+        if op == "snapshot":
+            assert rows_of(frame) == model.rows
+            assert frame.latest()["rate"].to_dict() == model.latest()
+            continue
+        rows: list[Row] = []
+        for step, pair, rate, rate_type, received in steps:
+            clock += step
+            rows.append((clock, pair, rate, rate_type, received))
+        if op == "append":
+            for row in rows:
+                frame.append(*row)
+        elif op == "extend":
+            extend_rows(frame, rows)
+        for row in rows:
+            model.append(row)
+        total += len(rows)
+        assert rows_of(frame) == model.rows
+    assert (frame.appended, frame.evicted, len(frame)) == (total, total - len(model.rows), len(model.rows))
+    assert frame.pairs == tuple(p for p in model.seen if p in model.latest())
+    assert frame.latest()["rate"].to_dict() == model.latest()
+    if max_rows is not None:
+        assert frame.capacity == max_rows
+
+
+# -- repr -----------------------------------------------------------------------------------------
+
+
+def test_repr_tells_rows_capacity_pairs_and_window() -> None:
+    """The repr shows live/capacity rows with separators, live pairs and the window."""
+    frame = RollingFrame(max_rows=100_000, window="15min")
+    n = 12_345
+    i = np.arange(n)
+    names = np.array(["BTC/USD", "ETH/USD", "SOL/EUR"], dtype=object)
+    frame.extend(T0 + i * 1000, names[i % 3].tolist(), i * 1.0, [ISO] * n, T0 + i * 1000)
+    assert repr(frame) == "<RollingFrame 12,345/100,000 rows | 3 pairs | window 15min>"
+    assert repr(RollingFrame(10)) == "<RollingFrame 0/10 rows | 0 pairs | no window>"
+    grows = RollingFrame(None, window=pd.Timedelta("90s"))
+    grows.append(T0, "A/B", 1.0, ISO, T0)
+    assert repr(grows) == "<RollingFrame 1/4,096 rows (grows) | 1 pair | window 90s>"
