@@ -179,8 +179,10 @@ class Session:
             raise self._translate(exc) from exc
         try:
             await ws.send(self.protocol.hello())
-        except ConnectionClosed as exc:
-            raise TransportError(f"connection closed during hello: {exc}") from exc
+        except ConnectionClosed:
+            # The server may answer the upgrade with an in-band error and close before our hello
+            # lands (§2.3); the reader still gets that queued error, so let it decide.
+            logger.debug("connection closed before the hello was sent")
         self.protocol.connected(time.monotonic())
         self.telemetry.connections += 1
         self.telemetry.set_state("connected")
