@@ -79,7 +79,7 @@ def _write_chart(df: object, path: Path) -> None:
     for pair, group in frame.groupby("pair", observed=True):
         rebased = group["rate"] / group["rate"].iloc[0] * 100.0
         # epoch milliseconds on a date axis plot at the true wall-clock time (NOTES.md, Plotly)
-        fig.add_scatter(x=group.index.asi8 / 1e6, y=rebased, mode="lines", name=str(pair))
+        fig.add_scatter(x=pd.DatetimeIndex(group.index).asi8 / 1e6, y=rebased, mode="lines", name=str(pair))
     fig.update_layout(
         title="coinrates_nb demo — SIMULATED data, each pair rebased to 100",
         xaxis={"type": "date", "title": "time (UTC)"},

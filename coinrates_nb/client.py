@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.version import version as websockets_version
 
 from .config import SECURE, Settings, is_loopback, redact_url
 from .exceptions import (
@@ -172,7 +172,7 @@ class Session:
                 max_size=self.settings.max_frame_bytes,
                 max_queue=1024,
                 proxy=None if is_loopback(url) else True,
-                user_agent_header=f"coinrates_nb websockets/{websockets.__version__}",
+                user_agent_header=f"coinrates_nb websockets/{websockets_version}",
                 logger=self._ws_logger,
             )
         except Exception as exc:  # noqa: BLE001 - translated at this edge
@@ -196,7 +196,7 @@ class Session:
         """
         delivered = False
         self.current = ws
-        reader = asyncio.ensure_future(self._read(ws))
+        reader: asyncio.Future[bool] = asyncio.ensure_future(self._read(ws))
         try:
             while True:
                 done, _ = await asyncio.wait({reader}, timeout=TICK)
@@ -236,7 +236,7 @@ class Session:
         async def drain() -> None:
             try:
                 await asyncio.wait_for(asyncio.shield(old_reader), timeout=max(0.5, deadline - time.monotonic() + 1.0))
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the old link is going away anyway
+            except (TimeoutError, Exception):  # noqa: BLE001 - the old link is going away anyway
                 pass
             finally:
                 old_reader.cancel()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._types import Pair, State, split_pair
+from ._types import Pair, State
 from .config import Settings, redact_url
 from .exceptions import CollectorError
 from .frame import RollingFrame

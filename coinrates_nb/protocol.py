@@ -74,7 +74,7 @@ class ClientProtocol:
         stale_after: seconds without any frame after which the stream counts as stale.
     """
 
-    items: tuple[FilterItem, ...] | None = ()
+    items: Iterable[FilterItem] | None = ()
     heartbeat: bool = True
     update_limit_ms: int | None = None
     stale_after: float = 10.0
