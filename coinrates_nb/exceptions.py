@@ -5,6 +5,7 @@ Every error the library raises derives from :class:`CoinratesError`; foreign err
 
     CoinratesError
     ├── ConfigError            (also ValueError)      bad settings, insecure key transport
+    │   └── UnknownAssetError  (also KeyError)        the simulator's price model has no such asset
     ├── MessageError           (also ValueError)      a wire message that breaks the protocol
     ├── TransportError         (also ConnectionError) the socket failed or was refused
     │   └── StaleStreamError   (also TimeoutError)    no frame arrived within the stale timeout
@@ -35,6 +36,21 @@ class CoinratesError(Exception):
 
 class ConfigError(CoinratesError, ValueError):
     """Raised when settings are invalid, e.g. a key sent over plain ``ws://`` to a remote host."""
+
+
+class UnknownAssetError(ConfigError, KeyError):
+    """Raised when a price is asked for an asset the model does not know; lists the known ones.
+
+    A ``KeyError`` (a mapping lookup failed) and a ``ConfigError`` (the asset set is configuration).
+    """
+
+    def __init__(self, asset: str, known: tuple[str, ...]) -> None:
+        self.asset = asset
+        self.known = known
+        super().__init__(f"unknown asset {asset!r}; known assets: {', '.join(known)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
 
 
 class MessageError(CoinratesError, ValueError):

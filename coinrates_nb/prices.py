@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._types import AssetId
-from .exceptions import ConfigError
+from .exceptions import ConfigError, UnknownAssetError
 
 __all__ = ["DEFAULT_ASSETS", "REFERENCE", "AssetSpec", "PriceModel", "UnknownAssetError"]
 
@@ -93,19 +93,6 @@ DEFAULT_ASSETS: Final[Mapping[AssetId, AssetSpec]] = MappingProxyType({
 """The assets a default :class:`PriceModel` knows, in the order it lists them."""
 
 
-class UnknownAssetError(ConfigError, KeyError):
-    """Raised when a price is asked for an asset the model does not know; lists the known ones.
-
-    A ``KeyError`` (a mapping lookup failed) and a ``ConfigError`` (the asset set is configuration).
-    """
-
-    def __init__(self, asset: str, known: tuple[AssetId, ...]) -> None:
-        self.asset = asset
-        self.known = known
-        super().__init__(f"unknown asset {asset!r}; known assets: {', '.join(known)}")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 class PriceModel:
