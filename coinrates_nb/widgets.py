@@ -1,0 +1,317 @@
+"""ipywidgets controls for a collector: a status bar and a dashboard around a live chart.
+
+:func:`status_bar` shows the stream's state (connected / reconnecting / stale / stopped / error),
+messages per second, lag, reconnect count and, whenever the data is simulated, a
+**SIMULATED DATA** badge. :func:`dashboard` adds a pair picker that subscribes and unsubscribes
+live, start/stop, a window-length choice, the live chart and a latest-rates table.
+
+Widgets are views (STYLE §14): they own no data and no thread. The collector's shared
+:class:`~coinrates_nb.refresh.Refresher` redraws them; the HTML is built by the pure functions
+:func:`render_status` and :func:`render_latest`. Every callback runs inside a guard that logs
+the error and shows it in the dashboard's error line, since errors raised in ``observe``
+callbacks are otherwise swallowed by the notebook.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from html import escape
+from typing import Any, Final
+
+import ipywidgets as w
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
+from ._types import split_pair
+from .exceptions import ConfigError
+from .plots import SIMULATED_BADGE, ChartView, WidgetView, close_on_rerun, live_chart
+from .refresh import DEFAULT_FPS, Mode, Source, Tick
+from .status import Status
+
+__all__ = ["Dashboard", "StatusView", "dashboard", "render_latest", "render_status", "status_bar"]
+
+logger = logging.getLogger(__name__)
+
+STATE_COLORS: Final[dict[str, str]] = {
+    "connected": "#15803d",
+    "connecting": "#2563eb",
+    "idle": "#64748b",
+    "reconnecting": "#d97706",
+    "stale": "#ea580c",
+    "stopped": "#64748b",
+    "error": "#b91c1c",
+}
+"""Badge colour per collector state."""
+
+WINDOWS: Final[tuple[tuple[str, str | None], ...]] = (
+    ("1 min", "1min"), ("5 min", "5min"), ("15 min", "15min"), ("1 h", "1h"), ("all", None))
+"""Choices of the dashboard's window-length picker: label and pandas span (``None``: whole frame)."""
+
+_PILL = "padding:1px 7px;border-radius:4px;font-weight:bold;color:white;margin-right:6px"
+
+
+# --------------------------------------------------------------------------------------- pure HTML
+
+
+def render_status(status: Status) -> str:
+    """Return the status bar's HTML for ``status``: state, SIMULATED badge, throughput, lag, reconnects."""
+    color = STATE_COLORS.get(status.state, "#64748b")
+    parts = [f'<span class="coinrates-state" style="background:{color};{_PILL}">{escape(status.state)}</span>']
+    if status.simulated:
+        parts.append(f'<span class="coinrates-simulated" style="background:#b45309;{_PILL}">{SIMULATED_BADGE}</span>')
+    lag = "n/a" if status.lag_ms is None else f"{status.lag_ms:,.0f} ms"
+    n_pairs = "all" if status.scope is None else str(len(status.scope))
+    facts = [
+        f"{status.msgs_per_s:,.1f} msgs/s",
+        f"lag {lag}",
+        f"{status.reconnects} reconnect{'s' if status.reconnects != 1 else ''}",
+        f"{status.rates:,} msgs",
+        f"{status.rows:,} rows",
+        f"{n_pairs} pairs",
+    ]
+    parts.append(f'<span class="coinrates-facts">{escape(" · ".join(facts))}</span>')
+    if status.stale_pairs:
+        parts.append(f'<span style="color:#ea580c;margin-left:6px">stale: {escape(", ".join(status.stale_pairs))}</span>')
+    if status.last_error:
+        parts.append(f'<span class="coinrates-last-error" style="color:#b91c1c;margin-left:6px">'
+                     f'last error: {escape(status.last_error[:300])}</span>')
+    return f'<div class="coinrates-status" style="font-family:sans-serif;font-size:13px">{"".join(parts)}</div>'
+
+
+def render_latest(latest: pd.DataFrame) -> str:
+    """Return an HTML table of the newest rate per pair: pair, rate, time (UTC) and age."""
+    if latest.empty:
+        return '<div class="coinrates-latest" style="color:#64748b">no rates yet</div>'
+    rows = []
+    for pair, row in latest.iterrows():
+        age = row["age"]
+        age_s = age.total_seconds() if isinstance(age, pd.Timedelta) else float("nan")
+        stamp = row["time"]
+        when = stamp.strftime("%H:%M:%S.%f")[:-3] if isinstance(stamp, pd.Timestamp) else str(stamp)
+        rate = float(row["rate"])
+        rows.append(f"<tr><td>{escape(str(pair))}</td><td style='text-align:right'>{rate:,.6g}</td>"
+                    f"<td>{escape(when)}</td><td style='text-align:right'>{age_s:,.1f} s</td></tr>")
+    head = "<tr><th>pair</th><th>rate</th><th>time (UTC)</th><th>age</th></tr>"
+    return (f'<table class="coinrates-latest" style="font-family:monospace;font-size:12px">'
+            f'{head}{"".join(rows)}</table>')
+
+
+def _normalise_pairs(items: Iterable[str]) -> list[str]:
+    """Upper-case and validate ``BASE/QUOTE`` pairs (or asset ids) typed into the picker."""
+    out: list[str] = []
+    for item in items:
+        text = str(item).strip().upper()
+        if not text:
+            continue
+        if "/" in text:
+            try:
+                split_pair(text)
+            except ValueError as exc:
+                raise ConfigError(f"not a BASE/QUOTE pair: {item!r}") from exc
+        out.append(text)
+    return out
+
+
+# --------------------------------------------------------------------------------------- views
+
+
+class StatusView(WidgetView):
+    """Re-renders an HTML widget from the source's status ``fps`` times a second."""
+
+    def __init__(self, widget: Any, fps: float = 2.0) -> None:
+        super().__init__(widget, fps, always=True)
+
+    def draw(self, tick: Tick) -> None:
+        widget = self.widget
+        if widget is not None:
+            widget.value = render_status(tick.status)  # unchanged text sends nothing
+
+
+class _PanelView(WidgetView):
+    """Keeps a dashboard's status bar, latest-rates table and start/stop label current."""
+
+    def __init__(self, board: Dashboard, fps: float = 2.0) -> None:
+        super().__init__(board, fps, always=True)
+
+    def draw(self, tick: Tick) -> None:
+        board = self.widget
+        if board is None:
+            return
+        board.status_html.value = render_status(tick.status)
+        board.table.value = render_latest(tick.latest)
+        running = bool(getattr(board.source, "running", True))
+        board.start_stop.description = "Stop" if running else "Start"
+        board.start_stop.icon = "stop" if running else "play"
+        board.start_stop.button_style = "" if running else "success"
+
+    def show_error(self, message: str | None) -> None:
+        board = self.widget
+        if board is not None:
+            board.show_error(message)
+
+
+# --------------------------------------------------------------------------------------- public
+
+
+def status_bar(source: Source, *, fps: float = 2.0, mode: Mode = "thread") -> w.HTML:
+    """Return an HTML widget showing the source's live status, with a SIMULATED DATA badge when simulated.
+
+    Args:
+        source: The collector to watch.
+        fps: Re-renders per second (the text is only sent when it changes).
+        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+    """
+    bar = w.HTML(value=render_status(source.status))
+    StatusView(bar, fps).attach(source, mode)
+    close_on_rerun(bar)
+    return bar
+
+
+class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
+    """Status bar, controls, error line, live chart and latest-rates table for one collector.
+
+    Made by :func:`dashboard`. Attributes are the parts: ``status_html``, ``picker``,
+    ``start_stop``, ``window``, ``error``, ``chart`` (a FigureWidget) and ``table``.
+    ``close()`` closes every part and stops their redraws.
+    """
+
+    def __init__(self, source: Source, *, window: str | None, fps: float, mode: Mode) -> None:
+        self.source = source
+        scope = getattr(source, "pairs", None)
+        self.status_html = w.HTML(value=render_status(source.status))
+        self.picker = w.TagsInput(value=list(scope or ()), allow_duplicates=False,
+                                  layout=w.Layout(width="420px"), tooltip="pairs: BASE/QUOTE")
+        self.start_stop = w.Button(description="Stop", icon="stop", layout=w.Layout(width="90px"))
+        labels = [label for label, _ in WINDOWS]
+        initial = next((label for label, span in WINDOWS if span == window), None)
+        if initial is None:
+            labels.append(str(window))
+            initial = str(window)
+        self._spans = {label: span for label, span in WINDOWS} | {str(window): window}
+        self.window = w.Dropdown(options=labels, value=initial, description="window",
+                                 layout=w.Layout(width="180px"))
+        self.error = w.HTML(value="", layout=w.Layout(display="none"))
+        self.chart = live_chart(source, self._chart_pairs(), window=window, fps=fps, mode=mode)
+        self.table = w.HTML(value=render_latest(source.frame.latest()))
+        controls = w.HBox([w.Label("pairs"), self.picker, self.start_stop, self.window])
+        super().__init__([self.status_html, controls, self.error, self.chart, self.table])
+        self.add_class("coinrates-dashboard")
+        self._syncing = False
+        self.picker.observe(self._guard(self._on_pairs), names=["value"])
+        self.window.observe(self._guard(self._on_window), names=["value"])
+        self.start_stop.on_click(self._guard(self._on_start_stop))
+        self.panel = _PanelView(self)
+        self.panel.attach(source, mode)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def show_error(self, message: str | None) -> None:
+        """Show ``message`` in the red error line (``None`` hides it)."""
+        if message is None:
+            self.error.value = ""
+            self.error.layout.display = "none"
+        else:
+            self.error.value = (f'<div class="coinrates-error" style="color:#b91c1c;font-weight:bold">'
+                                f'{escape(message[:500])}</div>')
+            self.error.layout.display = ""
+
+    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a widget callback so its errors are logged and shown, never swallowed."""
+
+        @functools.wraps(fn)
+        def guarded(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - top of a widget callback
+                logger.error("dashboard callback %s failed: %s", fn.__name__, exc, exc_info=True)
+                self.show_error(f"{fn.__name__.lstrip('_')}: {type(exc).__name__}: {exc}")
+            else:
+                self.show_error(None)
+
+        return guarded
+
+    # -- callbacks (kernel thread) -------------------------------------------------------------
+
+    def _chart_pairs(self) -> list[str] | None:
+        """Pairs the chart draws: the subscribed pairs, or all when the scope has asset ids or is everything."""
+        scope = getattr(self.source, "pairs", None)
+        if scope is None or not all("/" in item for item in scope):
+            return None
+        return list(scope)
+
+    def _on_pairs(self, change: dict[str, Any]) -> None:
+        if self._syncing:
+            return
+        old = _normalise_pairs(change["old"] or ())
+        try:
+            new = _normalise_pairs(change["new"] or ())
+        except ConfigError:
+            self._set_picker(old)
+            raise
+        if new != list(change["new"]):
+            self._set_picker(new)
+        added = [p for p in new if p not in old]
+        removed = [p for p in old if p not in new]
+        source: Any = self.source
+        if added:
+            source.subscribe(added)
+        if removed:
+            source.unsubscribe(removed)
+        view = self.chart._coinrates_view
+        assert isinstance(view, ChartView)
+        with view.lock:
+            view.pairs = self._chart_pairs()
+        view.invalidate()
+
+    def _set_picker(self, values: list[str]) -> None:
+        self._syncing = True
+        try:
+            self.picker.value = values
+        finally:
+            self._syncing = False
+
+    def _on_window(self, change: dict[str, Any]) -> None:
+        view = self.chart._coinrates_view
+        assert isinstance(view, ChartView)
+        with view.lock:
+            view.set_window(self._spans[change["new"]])
+
+    def _on_start_stop(self, _button: Any) -> None:
+        source: Any = self.source
+        if source.running:
+            source.stop()
+        else:
+            source.start()
+        self.panel.invalidate()
+
+    def close(self) -> None:
+        """Close every part (stopping their redraws), then the box."""
+        for part in (self.chart, self.status_html, self.picker, self.start_stop, self.window, self.error,
+                     self.table):
+            part.close()
+        super().close()
+
+
+def dashboard(
+    source: Source,
+    *,
+    window: str | None = "5min",
+    fps: float = DEFAULT_FPS,
+    mode: Mode = "thread",
+) -> Dashboard:
+    """Return a live dashboard for ``source``: status, pair picker, start/stop, window, chart, table.
+
+    The pair picker subscribes and unsubscribes over the open connection; start/stop controls
+    the collector; the window picker sets how much of the rolling frame the chart shows.
+
+    Args:
+        source: The collector (``cr.stream(...)``).
+        window: Initial chart window, e.g. ``"5min"``; ``None`` for the whole frame.
+        fps: Chart redraws per second at most.
+        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+    """
+    board = Dashboard(source, window=window, fps=fps, mode=mode)
+    close_on_rerun(board)
+    return board
+
