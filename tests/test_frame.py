@@ -79,6 +79,16 @@ def test_window_evicts_rows_older_than_newest_minus_window() -> None:
     assert frame.evicted == 14
 
 
+def test_quiet_spell_evicts_a_long_run_across_the_ring_edge() -> None:
+    """One late-arriving newest time evicts hundreds of rows at once, across the wrap, up to the cutoff."""
+    frame = RollingFrame(max_rows=1000, window="1000s")
+    rows = fill(frame, 1500)  # wrapped: the head sits mid-ring
+    newest = (T0 + 2200 * SEC, "BTC/USD", -1.0, ISO, 0)
+    frame.append(*newest)  # cutoff 1,200 s: rows 500-1,199 go
+    assert rows_of(frame) == rows[1200:] + [newest]
+    assert frame.evicted == 500 + 700
+
+
 def test_window_assumes_rough_time_order() -> None:
     """A late row stays behind newer rows until it reaches the head, then goes at once if too old."""
     frame = RollingFrame(max_rows=10, window="10s")
