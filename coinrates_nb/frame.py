@@ -413,7 +413,7 @@ class RollingFrame:
         if not parts:
             return pd.DataFrame(index=_empty_time_index(), columns=pd.Index([], dtype="str", name="pair"),
                                 dtype=np.float64)
-        out = pd.concat(parts, axis=1, names=["pair"]).sort_index()
+        out = pd.concat(parts, axis=1, names=["pair"], sort=True)
         if freq is not None:
             out = out.asfreq(freq)
         return out.ffill()
