@@ -110,7 +110,7 @@ def _rebase(r: Float64Array) -> Float64Array:
     """Rebase a rate series to 100 at its first value."""
     if len(r) == 0 or r[0] == 0:
         return r
-    rebased: Float64Array = r * (100.0 / float(r[0]))
+    rebased: Float64Array = r / float(r[0]) * 100.0  # r0 / r0 is exactly 1: the first point is exactly 100
     return rebased
 
 
@@ -235,8 +235,25 @@ class WidgetView(View):
             self.refresher.wake()
 
     def _on_comm(self, change: dict[str, Any]) -> None:
-        if change.get("new") is None and self.refresher is not None:
+        if change.get("new") is not None:
+            return
+        widget = self._widget()
+        if widget is not None:
+            self._release(widget)
+        if self.refresher is not None:
             self.refresher.wake()  # closed: let the refresher drop this view now
+
+    def _release(self, widget: Any) -> None:
+        """Cut the widget's references to this view once it is closed, so the view can be collected.
+
+        A closed FigureWidget itself is never collected with anywidget 0.11 (its class-level
+        ``_esm`` file watcher keeps a lambda bound to every instance), so the view must not
+        rely on the widget dying to die itself.
+        """
+        widget.unobserve(self._on_view_count, names=["_view_count"])
+        widget.unobserve(self._on_comm, names=["comm"])
+        if widget.__dict__.get("_coinrates_view") is self:
+            del widget.__dict__["_coinrates_view"]
 
     def attach(self, source: Source, mode: Mode) -> Refresher:
         """Draw once now, then hand the view to the source's shared refresher."""

@@ -49,3 +49,75 @@ def make_simulator() -> Iterator[Callable[..., Simulator]]:
     yield make
     for sim in made:
         sim.stop()
+
+
+# ---------------------------------------------------------------------------------- real kernels
+# Used by test_plots (nest_asyncio), test_notebooks and test_browser: every Jupyter process gets
+# temp config/data/runtime/IPython dirs, so nothing in ~ is read or written, and a "python3"
+# kernelspec that points at this interpreter, so a fresh machine needs no `ipykernel install`.
+
+
+@pytest.fixture(scope="session")
+def jupyter_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment variables for Jupyter processes: temp dirs and a python3 kernel on this venv's python."""
+    import json
+    import sys
+
+    home = tmp_path_factory.mktemp("jupyter-home")
+    spec_dir = home / "data" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    env = {
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MPLBACKEND": "agg",
+    }
+    for key in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        (home / key.lower()).mkdir(exist_ok=True)
+    return env
+
+
+@pytest.fixture
+def kernel_env(jupyter_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Apply :func:`jupyter_env` to this process (nbclient launches kernels with it), undone afterwards."""
+    for key, value in jupyter_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    return jupyter_env
+
+
+@pytest.fixture
+def run_cells(kernel_env: dict[str, str], tmp_path: Any) -> Callable[..., str]:
+    """Run code cells in a fresh real ipykernel ("python3" kernelspec); return their text output.
+
+    Raises ``nbclient.exceptions.CellExecutionError`` (failing the test) if any cell errors.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    def run(sources: list[str], timeout: int = 120) -> str:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+        NotebookClient(nb, kernel_name="python3", timeout=timeout, startup_timeout=120,
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        texts = []
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream":
+                    texts.append(output.get("text", ""))
+                elif "data" in output:
+                    texts.append(str(output["data"].get("text/plain", "")))
+        return "\n".join(texts)
+
+    return run

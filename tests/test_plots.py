@@ -1,0 +1,399 @@
+"""Live Plotly charts: traces per pair, float64-ms dates, bounded payloads, lifecycle, errors, real kernel."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+import coinrates_nb as cr
+from coinrates_nb import plots
+from coinrates_nb.frame import RollingFrame
+from coinrates_nb.plots import ChartView, OhlcView, ohlc_arrays
+from coinrates_nb.refresh import Tick
+from coinrates_nb.simulator import Simulator
+from coinrates_nb.status import Status
+from tests.helpers import wait_until
+
+PAIRS = ["BTC/USD", "ETH/USD", "BTC/EUR"]
+SECOND = 1_000_000_000
+
+
+class FakeSource:
+    """A collector stand-in: a real RollingFrame and a settable status."""
+
+    def __init__(self, simulated: bool = True, rows: int = 0, pairs: tuple[str, ...] = tuple(PAIRS)) -> None:
+        self.frame = RollingFrame(max_rows=100_000)
+        self.simulated = simulated
+        self.pairs = pairs
+        self.state = "connected"
+        self.now = time.time_ns() - rows * 10_000_000
+        if rows:
+            self.fill(rows)
+
+    @property
+    def status(self) -> Status:
+        return Status(
+            state=self.state, source="simulated" if self.simulated else "live", url=None, scope=self.pairs,
+            messages=0, rates=len(self.frame), msgs_per_s=0.0, heartbeats=0, unknown=0, rejected={}, duplicates=0,
+            connections=1, reconnects=0, server_errors=0, last_error=None, lag_ms=None, stale_pairs=(),
+            rows=len(self.frame), uptime_s=0.0)
+
+    def fill(self, n: int, step_ns: int = 10_000_000, pairs: list[str] | None = None) -> None:
+        """Append n rows, cycling through pairs, 10 ms apart, as a random walk per pair."""
+        names = pairs or PAIRS
+        times = self.now + step_ns * np.arange(1, n + 1)
+        self.now = int(times[-1])
+        rng = np.random.default_rng(len(self.frame))
+        rates = 100 + np.cumsum(rng.normal(0, 0.1, n))
+        self.frame.extend(times, [names[i % len(names)] for i in range(n)], rates, ["BASE_QUOTE_ISOLATED"] * n, times)
+
+
+class CommSpy:
+    """Records every message a widget sends instead of a kernel comm."""
+
+    def __init__(self, widget: Any) -> None:
+        self.messages: list[tuple[dict[str, Any], list[Any]]] = []
+        widget.comm.send = self.send
+
+    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        self.messages.append((data, list(buffers or [])))
+
+    def updates(self) -> list[tuple[dict[str, Any], list[Any]]]:
+        return [(d, b) for d, b in self.messages if (d.get("state") or {}).get("_py2js_update")]
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    """Collects widgets made by a test and closes them afterwards, so no refresher outlives it."""
+    made: list[Any] = []
+    yield made
+    for widget in made:
+        widget.close()
+
+
+def view_of(fig: Any) -> Any:
+    return fig._coinrates_view
+
+
+def redraw(fig: Any, source: Any) -> None:
+    """Draw a view once, now, on this thread (deterministic; the refresher's thread also may)."""
+    view = view_of(fig)
+    view.run(Tick(source), time.monotonic(), object())
+
+
+# ------------------------------------------------------------------------------------ live_chart
+
+
+def test_live_chart_draws_one_trace_per_pair_with_ms_dates(closing: list[Any]) -> None:
+    """One trace per pair; x is float64 epoch ms of today on a date axis, set in the template too."""
+    source = FakeSource(rows=3_000)
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    assert isinstance(fig, go.FigureWidget)
+    assert [t.name for t in fig.data] == PAIRS
+    x = np.asarray(fig.data[0].x)
+    assert x.dtype == np.float64 and len(x) == 1_000
+    assert pd.Timestamp(x[-1], unit="ms", tz="UTC").date() == pd.Timestamp.now(tz="UTC").date()
+    assert fig.layout.xaxis.type == "date" and fig.layout.template.layout.xaxis.type == "date"
+
+
+def test_a_redraw_sends_one_update_of_float64_buffers_under_64kb_per_trace(closing: list[Any]) -> None:
+    """At a 100k-row window one redraw is one update message, float64 binary buffers, <= 2,000 points per trace."""
+    source = FakeSource(rows=100_000)
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    spy = CommSpy(fig)
+    with view_of(fig).lock:
+        source.fill(30)
+        redraw(fig, source)
+    updates = spy.updates()
+    assert len(updates) == 1
+    data, buffers = updates[0]
+    style = data["state"]["_py2js_update"]["style_data"]
+    assert {entry["dtype"] for key in ("x", "y") for entry in style[key]} == {"float64"}
+    assert all(entry["shape"][0] <= 2_000 for entry in style["x"])
+    sizes = [memoryview(b).nbytes for b in buffers]
+    assert len(sizes) == 2 * len(PAIRS)
+    per_trace = (sum(sizes) + len(str(data))) / len(PAIRS)
+    assert per_trace <= 64_000, per_trace
+
+
+def test_naive_datetime64_is_what_we_avoid() -> None:
+    """Plotly serialises datetime64[ns] x as integer ns lists (read as ms by plotly.js): the reason for float ms."""
+    fig = go.FigureWidget(data=[go.Scatter(x=np.array(["2024-01-01T00:00:00"], dtype="datetime64[ns]"), y=[1.0])])
+    try:
+        spy = CommSpy(fig)
+        with fig.batch_update():
+            fig.data[0].x = np.array(["2024-01-02T00:00:00"], dtype="datetime64[ns]")
+        (data, buffers), = spy.updates()
+        assert buffers == [] and data["state"]["_py2js_update"]["style_data"]["x"] == [[1_704_153_600_000_000_000]]
+    finally:
+        fig.close()
+
+
+def test_window_shows_only_recent_rows(closing: list[Any]) -> None:
+    """window= keeps only rows within that span of the newest row."""
+    source = FakeSource(rows=6_000)  # 60 s of rows, 10 ms apart
+    fig = cr.live_chart(source, window="10s")
+    closing.append(fig)
+    for trace in fig.data:
+        x = np.asarray(trace.x)
+        assert x[-1] - x[0] <= 10_000 and x[-1] - x[0] > 9_000
+
+
+def test_pairs_filter_and_traces_follow_the_data(closing: list[Any]) -> None:
+    """pairs= limits the traces; with pairs=None a new pair adds a trace and a pair gone from the window drops it."""
+    source = FakeSource(rows=300)
+    only = cr.live_chart(source, ["ETH/USD"])
+    closing.append(only)
+    assert [t.name for t in only.data] == ["ETH/USD"]
+    fig = cr.live_chart(source, window="2s")
+    closing.append(fig)
+    with view_of(fig).lock:
+        source.fill(30, pairs=["SOL/USD"])
+        redraw(fig, source)
+        assert [t.name for t in fig.data] == [*PAIRS, "SOL/USD"]
+        source.fill(400, pairs=["SOL/USD"])  # 4 s more of SOL only: the others leave the 2 s window
+        redraw(fig, source)
+        assert [t.name for t in fig.data] == ["SOL/USD"]
+
+
+def test_chart_grows_by_itself_from_the_refresher_thread(closing: list[Any]) -> None:
+    """New rows reach the figure without any call from the test: the refresher redraws on its own thread."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source, fps=20)
+    closing.append(fig)
+    before = len(fig.data[0].x)
+    source.fill(30)
+    wait_until(lambda: len(fig.data[0].x) > before, timeout=30, message="the chart never redrew")
+    assert view_of(fig).refresher.running
+
+
+def test_performance_chart_rebases_each_pair_to_100(closing: list[Any]) -> None:
+    """Every line starts at exactly 100 at the start of the window."""
+    source = FakeSource(rows=3_000)
+    fig = cr.performance_chart(source, window="5s")
+    closing.append(fig)
+    assert len(fig.data) == 3
+    for trace in fig.data:
+        y = np.asarray(trace.y)
+        assert y[0] == 100.0 and np.all(np.abs(y - 100) < 50)
+
+
+def test_simulated_badge_on_charts_only_for_simulated_data(closing: list[Any]) -> None:
+    """Simulated sources get a SIMULATED DATA annotation and title suffix; live ones do not."""
+    sim = cr.live_chart(FakeSource(simulated=True, rows=30))
+    live = cr.live_chart(FakeSource(simulated=False, rows=30))
+    closing.extend([sim, live])
+    assert any("SIMULATED DATA" in a.text for a in sim.layout.annotations) and "SIMULATED" in sim.layout.title.text
+    assert not any("SIMULATED" in (a.text or "") for a in live.layout.annotations)
+    assert "SIMULATED" not in live.layout.title.text
+
+
+def test_redraw_errors_show_on_the_chart_and_clear(closing: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing redraw shows a red error annotation on the chart; the next good redraw removes it."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    view = view_of(fig)
+    with view.lock:
+        monkeypatch.setattr(view, "lines", lambda tick: 1 / 0)
+        assert not view.run(Tick(source), time.monotonic(), 1)
+        texts = [a.text for a in fig.layout.annotations]
+        assert any("ZeroDivisionError" in t for t in texts) and view.errors == 1
+        monkeypatch.undo()
+        assert view.run(Tick(source), time.monotonic(), 2)
+        assert not any("error" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_invalid_arguments_raise_config_errors() -> None:
+    """Bad windows and frequencies are ConfigErrors naming the value."""
+    source = FakeSource(rows=3)
+    with pytest.raises(cr.ConfigError, match="soon"):
+        cr.live_chart(source, window="soon")
+    with pytest.raises(cr.ConfigError, match="positive"):
+        cr.ohlc_chart(source, "-1min")
+    with pytest.raises(cr.ConfigError, match="pairs"):
+        cr.ohlc_chart(FakeSource(pairs=()), "1min")
+
+
+# ------------------------------------------------------------------------------------ OHLC
+
+
+@pytest.mark.parametrize("freq", ["1s", "7s", "1min"])
+def test_ohlc_arrays_match_the_frames_ohlc(freq: str) -> None:
+    """The NumPy candles equal RollingFrame.ohlc for the same pair (empty buckets aside)."""
+    source = FakeSource(rows=20_000, pairs=("BTC/USD",))
+    t, r = Tick(source).series["BTC/USD"]
+    bars = ohlc_arrays(t, r, pd.Timedelta(freq).value)
+    expected = source.frame.ohlc(freq, pair="BTC/USD").dropna()
+    if freq == "7s":  # resample aligns 7 s on the day, we align on the epoch: compare shapes only
+        assert abs(len(bars["x"]) - len(expected)) <= 1
+        return
+    assert np.array_equal(pd.to_datetime(bars["x"], unit="ms", utc=True).round("ms"),
+                          expected.index.round("ms"))
+    for key in ("open", "high", "low", "close"):
+        assert np.allclose(bars[key], expected[key].to_numpy()), key
+
+
+def test_ohlc_chart_grows_a_new_candle(closing: list[Any]) -> None:
+    """One candlestick subplot per pair; rows in a new bucket add a candle, rows in the same bucket move it."""
+    source = FakeSource(rows=0)
+    fig = cr.ohlc_chart(source, "1s", ["BTC/USD", "ETH/USD"])
+    closing.append(fig)
+    assert [type(t).__name__ for t in fig.data] == ["Candlestick", "Candlestick"]
+    assert fig.layout.template.layout.xaxis.type == "date"
+    view = view_of(fig)
+    assert isinstance(view, OhlcView)
+    with view.lock:
+        source.fill(150, pairs=["BTC/USD"])  # 1.5 s
+        redraw(fig, source)
+        n = len(fig.data[0].x)
+        assert n >= 2 and len(fig.data[1].x) == 0
+        source.fill(150, pairs=["BTC/USD"])
+        redraw(fig, source)
+        assert len(fig.data[0].x) > n
+        assert max(fig.data[0].high) >= max(fig.data[0].close)
+
+
+# ------------------------------------------------------------------------------------ lifecycle
+
+
+def test_closing_the_chart_stops_its_refresh(closing: list[Any]) -> None:
+    """fig.close() drops the view; with no view left the refresher thread ends."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source, fps=20)
+    refresher = view_of(fig).refresher
+    assert refresher.running
+    fig.close()
+    refresher.join(10)
+    assert not refresher.running and refresher.views() == []
+
+
+def test_views_are_held_weakly(closing: list[Any]) -> None:
+    """Once a closed chart is unreferenced, its view is garbage collected (the refresher kept no strong ref)."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source)
+    ref = weakref.ref(view_of(fig))
+    refresher = view_of(fig).refresher
+    fig.close()
+    del fig
+    gc.collect()
+    assert ref() is None
+    refresher.join(10)
+    assert not refresher.running
+
+
+def test_hidden_chart_is_skipped_then_redrawn_when_shown(closing: list[Any]) -> None:
+    """After its last browser view goes (_view_count 0) a chart skips redraws; a new view redraws it at once."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    view = view_of(fig)
+    assert view.visible  # never displayed: keep the Python figure current (nbclient, scripts)
+    fig._view_count = 1
+    fig._view_count = 0
+    assert not view.visible and not view.due(time.monotonic() + 10, "new data")
+    fig._view_count = 1
+    assert view.visible and view.drawn is None and view.throttle.last is None
+
+
+def test_rerunning_a_cell_closes_the_charts_of_its_previous_run(closing: list[Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same JupyterLab cell id with a new message id closes what the previous run made."""
+    source = FakeSource(rows=30)
+    parent = {"metadata": {"cellId": "cell-1"}, "header": {"msg_id": "run-1"}}
+    monkeypatch.setattr(plots, "_parent_message", lambda: parent)
+    first = cr.live_chart(source)
+    second = cr.performance_chart(source)  # same run: both stay
+    closing.extend([first, second])
+    assert first.comm is not None and second.comm is not None
+    parent = {"metadata": {"cellId": "cell-1"}, "header": {"msg_id": "run-2"}}
+    third = cr.live_chart(source)
+    closing.append(third)
+    assert first.comm is None and second.comm is None and third.comm is not None
+    parent = {"metadata": {"cellId": "cell-2"}, "header": {"msg_id": "run-3"}}
+    fourth = cr.live_chart(source)
+    closing.append(fourth)
+    assert third.comm is not None
+
+
+def test_browser_messages_are_serialised_with_redraws(closing: list[Any]) -> None:
+    """The widget's incoming-message handler runs holding the view's lock (no race with the refresher thread)."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    view = view_of(fig)
+    held_elsewhere: list[bool] = []
+
+    def probe() -> None:
+        got = view.lock.acquire(blocking=False)
+        held_elsewhere.append(not got)
+        if got:
+            view.lock.release()
+
+    original = fig._handle_msg
+    fig._handle_msg = lambda msg: (t := threading.Thread(target=probe), t.start(), t.join())
+    try:
+        view.guard_incoming(fig)
+        fig.comm._msg_callback({"content": {"data": {"method": "custom", "content": {}}}})
+    finally:
+        fig._handle_msg = original
+    assert held_elsewhere == [True]
+
+
+def test_one_refresher_thread_for_many_charts(closing: list[Any]) -> None:
+    """Charts, status bars and dashboards of one collector share one refresher thread."""
+    source = FakeSource(rows=30)
+    figs = [cr.live_chart(source), cr.performance_chart(source), cr.ohlc_chart(source, "1s")]
+    closing.extend(figs)
+    refreshers = {id(view_of(f).refresher) for f in figs}
+    assert len(refreshers) == 1
+    assert sum(t.name == "coinrates-refresh" for t in threading.enumerate()) >= 1
+    assert isinstance(view_of(figs[0]), ChartView)
+
+
+# ------------------------------------------------------------------------------------ real collector
+
+
+def test_live_chart_on_the_simulator(simulator: Simulator, closing: list[Any]) -> None:
+    """Against the real simulator the chart's newest point moves forward by itself, with today's date."""
+    rates = cr.stream(PAIRS, url=simulator.url)
+    try:
+        rates.wait(timeout=30, rows=2)
+        fig = cr.live_chart(rates, fps=10)
+        closing.append(fig)
+        newest = max(np.asarray(t.x)[-1] for t in fig.data)
+        wait_until(lambda: max(np.asarray(t.x)[-1] for t in fig.data) > newest, timeout=30,
+                   message="no new point reached the chart")
+        assert pd.Timestamp(newest, unit="ms", tz="UTC").date() == pd.Timestamp.now(tz="UTC").date()
+    finally:
+        rates.stop()
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_live_chart_works_after_nest_asyncio_apply(run_cells: Any) -> None:
+    """In a real ipykernel, after nest_asyncio.apply() a live chart still redraws by itself and asyncio.run works."""
+    out = run_cells([
+        "import nest_asyncio, asyncio, time\nnest_asyncio.apply()\nimport coinrates_nb as cr",
+        "rates = cr.stream(['BTC/USD', 'ETH/USD'], rate_hz=20)\nrates.wait(timeout=60, rows=2)",
+        "fig = cr.live_chart(rates, fps=10)\nbefore = max(t.x[-1] for t in fig.data)",
+        # The cell polls the Python figure: only the refresher thread can move it while this cell runs.
+        "deadline = time.monotonic() + 60\n"
+        "while max(t.x[-1] for t in fig.data) <= before and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('advanced', max(t.x[-1] for t in fig.data) > before)",
+        "async def ping():\n    await asyncio.sleep(0)\n    return 'pong'\nprint(asyncio.run(ping()))",
+        "print(fig._coinrates_view.refresher.mode, fig._coinrates_view.errors)\nrates.stop()",
+    ])
+    assert "advanced True" in out and "pong" in out and "thread 0" in out
