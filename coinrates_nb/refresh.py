@@ -282,7 +282,13 @@ class Tick:
 
     @cached_property
     def latest(self) -> pd.DataFrame:
-        """One row per pair: newest rate, time and age at this tick."""
+        """One row per pair: newest rate, time and age, on the source's own clock when it has one.
+
+        A collector measures ages against the wall clock, a replay against its replay clock.
+        """
+        latest = getattr(self.source, "latest", None)
+        if callable(latest):
+            return cast(pd.DataFrame, latest())
         return self.source.frame.latest(now_ns=self.now_ns)
 
 

@@ -140,6 +140,7 @@ class _PanelView(WidgetView):
             return
         board.status_html.value = render_status(tick.status)
         board.table.value = render_latest(tick.latest)
+        board.sync_picker()
         running = bool(getattr(board.source, "running", True))
         board.start_stop.description = "Stop" if running else "Start"
         board.start_stop.icon = "stop" if running else "play"
@@ -198,6 +199,7 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         super().__init__([self.status_html, controls, self.error, self.chart, self.table])
         self.add_class("coinrates-dashboard")
         self._syncing = False
+        self._last_scope = scope
         self.picker.observe(self._guard(self._on_pairs), names=["value"])
         self.window.observe(self._guard(self._on_window), names=["value"])
         self.start_stop.on_click(self._guard(self._on_start_stop))
@@ -258,11 +260,30 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             source.subscribe(added)
         if removed:
             source.unsubscribe(removed)
+        self._last_scope = getattr(source, "pairs", None)
         view = self.chart._coinrates_view
         assert isinstance(view, ChartView)
         with view.lock:
             view.pairs = self._chart_pairs()
         view.invalidate()
+
+    def sync_picker(self) -> None:
+        """Show the subscription in the picker after code changed it (``rates.subscribe(...)``).
+
+        Only a change of the source's scope since the last look moves the picker, so an edit the
+        user is making in the picker is never overwritten.
+        """
+        scope = getattr(self.source, "pairs", None)
+        if scope == self._last_scope:
+            return
+        self._last_scope = scope
+        if scope is not None and list(scope) != list(self.picker.value):
+            self._set_picker(list(scope))
+            view = self.chart._coinrates_view
+            if isinstance(view, ChartView) and view.pairs != self._chart_pairs():
+                with view.lock:
+                    view.pairs = self._chart_pairs()
+                view.invalidate()
 
     def _set_picker(self, values: list[str]) -> None:
         self._syncing = True

@@ -197,6 +197,10 @@ def test_dashboard_on_the_simulator(simulator: Simulator, closing: list[Any]) ->
         wait_until(lambda: [t.name for t in board.chart.data] == ["BTC/USD", "ETH/USD", "SOL/USD"], timeout=30,
                    message="the chart did not follow the picker")
         wait_until(lambda: "SOL/USD" in board.table.value, timeout=30)
+        rates.unsubscribe("ETH/USD")  # from code: the picker and chart follow
+        wait_until(lambda: list(board.picker.value) == ["BTC/USD", "SOL/USD"], timeout=30,
+                   message="the picker did not show a subscription made from code")
+        wait_until(lambda: [t.name for t in board.chart.data] == ["BTC/USD", "SOL/USD"], timeout=30)
         board.start_stop.click()
         assert not rates.running
         wait_until(lambda: ">stopped<" in board.status_html.value and board.start_stop.description == "Start",
