@@ -121,3 +121,53 @@ def run_cells(kernel_env: dict[str, str], tmp_path: Any) -> Callable[..., str]:
         return "\n".join(texts)
 
     return run
+
+
+class KernelSession:
+    """A real ipykernel driven message by message, so tests can set what JupyterLab sets (``cellId``)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def run(self, code: str, cell_id: str | None = None, timeout: float = 120.0) -> str:
+        """Execute ``code`` as JupyterLab would (with ``metadata.cellId``); return its stdout and results.
+
+        Raises:
+            AssertionError: If the cell raised, with the kernel's traceback.
+        """
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True}
+        msg = self.client.session.msg("execute_request", content,
+                                      metadata={"cellId": cell_id} if cell_id else {})
+        self.client.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        texts: list[str] = []
+        errors: list[str] = []
+        while True:
+            reply = self.client.get_iopub_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, body = reply["msg_type"], reply["content"]
+            if kind == "stream":
+                texts.append(body["text"])
+            elif kind in ("execute_result", "display_data"):
+                texts.append(str(body["data"].get("text/plain", "")))
+            elif kind == "error":
+                errors.append("\n".join(body["traceback"]))
+            elif kind == "status" and body["execution_state"] == "idle":
+                break
+        assert not errors, errors[0]
+        return "".join(texts)
+
+
+@pytest.fixture
+def kernel(kernel_env: dict[str, str], tmp_path: Any) -> Iterator[KernelSession]:
+    """A fresh real ipykernel ("python3" kernelspec, temp Jupyter dirs), shut down afterwards."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(startup_timeout=120, kernel_name="python3", cwd=str(tmp_path))
+    try:
+        yield KernelSession(client)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

@@ -397,3 +397,28 @@ def test_live_chart_works_after_nest_asyncio_apply(run_cells: Any) -> None:
         "print(fig._coinrates_view.refresher.mode, fig._coinrates_view.errors)\nrates.stop()",
     ])
     assert "advanced True" in out and "pong" in out and "thread 0" in out
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_rerunning_cells_leaks_no_threads_sockets_or_refreshers(kernel: Any) -> None:
+    """Re-running the stream and chart cells (same JupyterLab cell ids) keeps one collector, one socket, one refresher."""
+    kernel.run("import threading, psutil, coinrates_nb as cr\nfigs = []")
+    for _ in range(3):
+        kernel.run("rates = cr.stream(['BTC/USD', 'ETH/USD'], rate_hz=20)\nrates.wait(timeout=60)", cell_id="stream")
+        kernel.run("fig = cr.live_chart(rates, fps=10)\nfigs.append(fig)\nfig", cell_id="chart")
+    out = kernel.run(
+        "names = [t.name for t in threading.enumerate()]\n"
+        "port = int(rates.status.url.rsplit(':', 1)[1].strip('/'))\n"
+        "conns = [c for c in psutil.Process().net_connections('tcp') if c.status == 'ESTABLISHED'"
+        " and port in (c.laddr.port, getattr(c.raddr, 'port', None))]\n"
+        "refresher = fig._coinrates_view.refresher\n"
+        "print('collectors', names.count('coinrates-collector'))\n"
+        "print('refreshers', names.count('coinrates-refresh'))\n"
+        "print('sockets', len(conns))\n"
+        "print('views', len(refresher.views()))\n"
+        "print('closed', [f.comm is None for f in figs])\n"
+        "print('same', rates is cr.stream(['BTC/USD', 'ETH/USD'], rate_hz=20))")
+    assert "collectors 1" in out and "refreshers 1" in out and "views 1" in out and "same True" in out
+    assert "sockets 2" in out  # the client end and the embedded simulator's end of one connection
+    assert "closed [True, True, False]" in out

@@ -1,0 +1,56 @@
+"""Every notebook in notebooks/ runs top to bottom in a real ipykernel, on the simulator, in under a minute."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+"""Found when the tests are collected, so a notebook added later is run without touching this file."""
+
+BUDGET_S = 60.0
+"""Wall-clock limit per notebook, kernel start included ("well under a minute" on an idle machine)."""
+
+
+def test_the_notebooks_are_found() -> None:
+    """The glob finds the quickstart and the dashboard notebooks (and whatever else is there)."""
+    names = {path.name for path in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_live_dashboard.ipynb"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_is_committed_without_outputs(path: Path) -> None:
+    """Notebooks are stored clean: no outputs, no execution counts, valid nbformat 4."""
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom(path: Path, kernel_env: dict[str, str], tmp_path: Path) -> None:
+    """The notebook executes without error in a fresh "python3" kernel, in a copy of notebooks/, within budget."""
+    workdir = tmp_path / "notebooks"
+    shutil.copytree(path.parent, workdir)
+    nb = nbformat.read(workdir / path.name, as_version=4)
+    client = NotebookClient(nb, kernel_name="python3", timeout=120, startup_timeout=120,
+                            resources={"metadata": {"path": str(workdir)}})
+    started = time.monotonic()
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    elapsed = time.monotonic() - started
+    assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s"
+    stderr = [out.get("text", "") for cell in nb.cells for out in cell.get("outputs", [])
+              if out.get("output_type") == "stream" and out.get("name") == "stderr"]
+    assert not any("Traceback" in text for text in stderr), stderr
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code_cells)
