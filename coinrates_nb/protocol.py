@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._types import FilterItem
+import numpy as np
+
+from ._types import FilterItem, split_pair
 from .exceptions import MessageError
 from .messages import (
     ErrorMessage,
     ExchangeRate,
     Heartbeat,
     Hello,
+    RateBatch,
     Reconnect,
+    ServerBatch,
     ServerMessage,
     Subscribe,
     Unknown,
     Unsubscribe,
     _check_items,
     parse_server,
+    parse_server_batch,
 )
 
 __all__ = ["ClientProtocol", "Scope", "normalize_items"]
@@ -186,3 +191,91 @@ class ClientProtocol:
             return False
         self.last_time[key] = msg.time_ns
         return True
+
+    # ------------------------------------------------------------------ batches
+
+    def receive_batch(self, frames: Sequence[str | bytes], now: float) -> ServerBatch:
+        """Parse frames received together: :meth:`receive` on each, then :meth:`fresh` on each update.
+
+        Returns the fresh updates as columns and every other outcome in order (control
+        messages, and a ``MessageError`` per rejected message, already counted here). The
+        server closes after an ``error`` (§4.4), so nothing after the first one is taken: the
+        batch ends with it, as reading frame by frame would.
+        """
+        if frames:
+            self.last_frame_at = now
+        parsed = parse_server_batch(frames)
+        rates, events, n_frames = parsed.rates, parsed.events, len(frames)
+        for i, event in enumerate(events):
+            if isinstance(event.outcome, ErrorMessage):
+                events, rates, n_frames = events[: i + 1], rates.head(event.rows_before), event.frame + 1
+                break
+        self.frames += n_frames
+        self.exrates += len(rates)
+        for event in events:
+            outcome = event.outcome
+            if isinstance(outcome, MessageError):
+                self.rejected[outcome.kind] += 1
+            elif isinstance(outcome, Heartbeat):
+                self.heartbeats += 1
+            elif isinstance(outcome, Reconnect):
+                self.reconnect_deadline = now + max(0.0, float(outcome.within_seconds))
+            elif isinstance(outcome, ErrorMessage):
+                self.server_errors += 1
+                self.last_error = outcome
+            elif isinstance(outcome, Unknown):
+                self.unknown += 1
+        return ServerBatch(self.fresh_batch(rates), events, parsed.objects)
+
+    def fresh_batch(self, rates: RateBatch) -> RateBatch:
+        """The rows :meth:`fresh` would keep, called on each in order; vectorised per pair.
+
+        A row is kept when its time is later than every earlier time of its pair (the newest
+        seen before the batch, and the rows before it in the batch). The usual batch, each
+        pair already in time order, is checked in one pass; a pair out of order is resolved
+        with a running maximum.
+        """
+        n = len(rates)
+        if n == 0:
+            return rates
+        times = rates.time_ns
+        names = list(dict.fromkeys(rates.pair))
+        keys = [split_pair(name) for name in names]
+        floor = np.iinfo(np.int64).min  # below any time a message can carry (messages.exchange_rate)
+        last = np.array([self.last_time.get(key, floor) for key in keys], np.int64)
+        if len(names) == 1:
+            order = None
+            codes = np.zeros(n, np.intp)
+            sorted_times, sorted_codes = times, codes
+        else:
+            index = {name: i for i, name in enumerate(names)}
+            codes = np.fromiter(map(index.__getitem__, rates.pair), np.intp, n)
+            order = np.argsort(codes, kind="stable")
+            sorted_times, sorted_codes = times[order], codes[order]
+        starts = np.ones(n, bool)
+        starts[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        previous = np.empty(n, np.int64)
+        previous[1:] = sorted_times[:-1]
+        previous[starts] = last[sorted_codes[starts]]
+        keep_sorted = sorted_times > previous
+        group_at = np.flatnonzero(starts)
+        if not keep_sorted.all():  # out of order somewhere: compare with the running maximum instead
+            bounds = [*group_at.tolist(), n]
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                if keep_sorted[lo:hi].all():
+                    continue
+                segment = sorted_times[lo:hi]
+                running = np.maximum.accumulate(np.concatenate(([last[sorted_codes[lo]]], segment[:-1])))
+                keep_sorted[lo:hi] = segment > running
+        newest = np.maximum(np.maximum.reduceat(sorted_times, group_at), last[sorted_codes[group_at]])
+        for code, value in zip(sorted_codes[group_at].tolist(), newest.tolist(), strict=True):
+            self.last_time[keys[code]] = value
+        if keep_sorted.all():
+            return rates
+        keep = np.empty(n, bool)
+        if order is None:
+            keep = keep_sorted
+        else:
+            keep[order] = keep_sorted
+        self.duplicates += int(n - keep.sum())
+        return rates.take(keep)

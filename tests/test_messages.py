@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from coinrates_nb.messages import (
     ExchangeRate,
     Heartbeat,
     Hello,
+    RateBatch,
     Reconnect,
     Subscribe,
     Unknown,
@@ -22,8 +24,10 @@ from coinrates_nb.messages import (
     format_time,
     parse_client,
     parse_server,
+    parse_server_batch,
     parse_time,
     parse_time_any,
+    times_ns,
 )
 
 VECTORS = {v["id"]: v for v in map(json.loads, (Path(__file__).parent / "data" / "vectors.jsonl").read_text().splitlines())}
@@ -235,3 +239,142 @@ def test_bad_filter_items() -> None:
             Hello(assets=bad)  # type: ignore[arg-type]
         assert info.value.field == "subscribe_filter_asset_id"
     assert Hello(assets=("btc/usd", "BTC/USD", "eth")).assets == ("BTC/USD", "ETH")
+
+
+# -- batches ---------------------------------------------------------------------------------------
+
+
+def exrate_text(base: str = "BTC", quote: str = "USD", time: str = "2019-06-11T15:26:00.1234567Z",
+                rate: object = 10065.0, **extra: object) -> str:
+    return json.dumps({**BASE, "asset_id_base": base, "asset_id_quote": quote, "time": time, "rate": rate, **extra})
+
+
+def one_by_one(frames: list[str | bytes]) -> list[object]:
+    """What parse_server says of each frame: the message, or ("error", kind, field)."""
+    out: list[object] = []
+    for data in frames:
+        if isinstance(data, bytes):
+            out.append(("error", "binary_frame", None))
+            continue
+        try:
+            out.append(parse_server(data))
+        except MessageError as exc:
+            out.append(("error", exc.kind, exc.field))
+    return out
+
+
+def batched(frames: list[str | bytes]) -> list[object]:
+    """The same, from parse_server_batch, rows and events merged back into arrival order."""
+    parsed = parse_server_batch(frames)
+    rows = parsed.rates.updates()
+    out: list[object] = []
+    taken = 0
+    for event in parsed.events:
+        out += rows[taken:event.rows_before]
+        taken = event.rows_before
+        outcome = event.outcome
+        out.append(("error", outcome.kind, outcome.field) if isinstance(outcome, MessageError) else outcome)
+    return out + rows[taken:]
+
+
+def test_batch_of_valid_updates_equals_parse_server() -> None:
+    """A batch of exrate frames gives the same updates, as columns, as parsing each frame."""
+    frames = [exrate_text(time=f"2019-06-11T15:26:{s:02d}.{f:07d}Z", rate=1.0 + s) for s in range(3) for f in (0, 5, 9999999)]
+    parsed = parse_server_batch(frames)
+    assert parsed.events == [] and parsed.objects == len(frames)
+    assert parsed.rates.updates() == one_by_one(frames)
+    assert parsed.rates.pair == ["BTC/USD"] * len(frames)
+    assert parsed.rates.time_ns.dtype == np.int64 and parsed.rates.rate.dtype == np.float64
+
+
+def test_batch_mixed_frames_keep_order_kinds_and_fields() -> None:
+    """Control messages, unknown types and every kind of bad frame come out in order, as parse_server says."""
+    frames: list[str | bytes] = [
+        exrate_text(),
+        '{"type":"hearbeat"}',
+        exrate_text(base=""),
+        "{oops",
+        b'{"type":"hearbeat"}',
+        '{"type":"asset"}',
+        exrate_text(rate=-1),
+        exrate_text(time="2019-02-30T00:00:00.0000000Z"),
+        exrate_text(time="2019-06-11 15:26:00.1234567Z"),  # valid, not the wire shape: the scalar parser decides
+        exrate_text(time="2019-06-11T15:26:00Z"),
+        exrate_text(time="2019-06-11T15:26:00.1234567+01:00"),
+        exrate_text(time="0001-01-01T00:00:00.0000000Z"),  # outside int64 nanoseconds
+        exrate_text(quote="U/SD"),
+        '{"type":"reconnect","within_seconds":10,"before_time":"2020-08-06T19:19:09.7035429Z"}',
+        '{"type":"exrate","asset_id_base":"BTC"}',
+        exrate_text(rate=1e300),
+        '{"type":"error","message":"Invalid API key"}',
+        exrate_text(base="ETH"),
+    ]
+    assert batched(frames) == one_by_one(frames)
+    assert len(parse_server_batch(frames).rates) == 5
+
+
+def test_array_frame_is_one_message_per_element() -> None:
+    """A JSON array frame (a batching feed) gives each element as if it were its own frame."""
+    elements = [exrate_text(), '{"type":"hearbeat"}', exrate_text(rate=0), exrate_text(base="ETH"), "[1]", "7"]
+    parsed = parse_server_batch(["[" + ",".join(elements) + "]", exrate_text(base="SOL")])
+    assert parsed.objects == len(elements) + 1
+    got = batched(["[" + ",".join(elements) + "]"])
+    want = one_by_one(elements)
+    assert [w if not isinstance(w, tuple) else w[1] for w in want] == [g if not isinstance(g, tuple) else g[1] for g in got]
+    all_rates = "[" + ",".join(exrate_text(time=f"2019-06-11T15:26:00.{i:07d}Z") for i in range(5)) + "]"
+    fast = parse_server_batch([all_rates, all_rates])
+    assert len(fast.rates) == 10 and fast.events == [] and fast.objects == 10
+    assert batched(["[1,2", "[]"]) == [("error", "malformed_json", None)]
+
+
+def test_batch_error_payload_names_the_frame() -> None:
+    """A rejected row in a batch carries its own frame as payload, as parse_server does."""
+    bad = exrate_text(rate=-5)
+    parsed = parse_server_batch([exrate_text(), bad])
+    (event,) = parsed.events
+    assert event.frame == 1 and event.rows_before == 1
+    assert isinstance(event.outcome, MessageError) and '"rate": -5' in event.outcome.payload
+
+
+def test_rate_batch_take_head_updates_round_trip() -> None:
+    """RateBatch.of / updates / take / head agree with the rows they hold."""
+    rows = [ExchangeRate("BTC", "USD", "X", 10 + i, 1.0 + i) for i in range(4)]
+    batch = RateBatch.of(rows)
+    assert batch.updates() == rows and len(batch) == 4 and batch.pair[0] == "BTC/USD"
+    assert batch.take(np.array([True, False, True, False])).updates() == rows[::2]
+    assert batch.head(1).updates() == rows[:1] and len(RateBatch.empty()) == 0
+
+
+wire_times = st.builds(
+    lambda y, mo, d, h, mi, s, frac, sep, tail: f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}{frac}{tail}",
+    st.integers(1, 2400), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+    st.integers(0, 61), st.one_of(st.just(".1234567"), st.text("0123456789", min_size=0, max_size=9).map(lambda f: "." + f),
+                                  st.just(",1234567"), st.just(".12a4567")),
+    st.sampled_from(["T", " ", "t"]), st.sampled_from(["Z", "", "+01:00", "z"]),
+)
+
+
+@given(st.lists(st.one_of(wire_times, st.text(max_size=30)), max_size=40))
+def test_times_ns_agrees_with_parse_time(texts: list[str]) -> None:
+    """Every row times_ns converts has parse_time's value; the rest are flagged for parse_time."""
+    values, doubt = times_ns(texts)
+    assert len(values) == len(doubt) == len(texts)
+    for text_, value, flagged in zip(texts, values.tolist(), doubt.tolist(), strict=True):
+        if not flagged:
+            assert value == parse_time(text_)
+
+
+def test_times_ns_converts_the_wire_shape() -> None:
+    """CoinAPI's own shape is converted in bulk (nothing flagged), across second boundaries."""
+    texts = [f"2026-01-01T00:00:{s:02d}.{f:07d}Z" for s in (58, 59) for f in (0, 1, 9999999)] + ["2026-01-01T00:01:00.0000000Z"]
+    values, doubt = times_ns(texts)
+    assert not doubt.any()
+    assert values.tolist() == [parse_time(t) for t in texts]
+
+
+@given(st.lists(st.one_of(st.text(max_size=60), st.binary(max_size=60),
+                          st.builds(exrate_text, time=wire_times, rate=st.floats(allow_nan=False))), max_size=12))
+def test_parse_server_batch_total_and_equal(frames: list[str | bytes]) -> None:
+    """Whatever the frames, a batch never raises and says what parse_server says of each (arrays aside)."""
+    frames = [f for f in frames if not (isinstance(f, str) and f.lstrip().startswith("["))]
+    assert batched(frames) == one_by_one(frames)

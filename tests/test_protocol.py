@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coinrates_nb.exceptions import MessageError
-from coinrates_nb.messages import ExchangeRate, Heartbeat, Reconnect
+from coinrates_nb.messages import ErrorMessage, ExchangeRate, Heartbeat, RateBatch, Reconnect
 from coinrates_nb.protocol import ClientProtocol, Scope
 
 EXRATE = ('{"type":"exrate","asset_id_base":"BTC","asset_id_quote":"USD","rate_type":"BASE_ALL_CROSSES_TO_REF",'
@@ -135,3 +135,90 @@ def test_fresh_drops_repeats_per_pair() -> None:
 def test_scope_none_absorbs_changes() -> None:
     """An unfiltered scope stays unfiltered under add/remove."""
     assert Scope(None).add(["BTC"]).items is None and Scope(None).remove(["BTC"]).items is None
+
+
+# -- batches ---------------------------------------------------------------------------------------
+
+
+def exrate(pair: str, time_ns: int, rate: float = 1.0) -> str:
+    base, quote = pair.split("/")
+    return ExchangeRate(base, quote, "BASE_ALL_CROSSES_TO_REF", time_ns, rate).to_json()
+
+
+def one_by_one(p: ClientProtocol, frames: list[str | bytes], now: float) -> tuple[list[ExchangeRate], list[object]]:
+    """receive + fresh per frame, stopping after a server error, as the session does frame by frame."""
+    kept: list[ExchangeRate] = []
+    outcomes: list[object] = []
+    for data in frames:
+        try:
+            msg = p.receive(data, now)
+        except MessageError as exc:
+            outcomes.append(exc.kind)
+            continue
+        if isinstance(msg, ExchangeRate):
+            if p.fresh(msg):
+                kept.append(msg)
+            continue
+        outcomes.append(msg)
+        if isinstance(msg, ErrorMessage):
+            break
+    return kept, outcomes
+
+
+def state(p: ClientProtocol) -> tuple[object, ...]:
+    return (p.frames, p.exrates, p.heartbeats, p.unknown, p.server_errors, dict(p.rejected), p.duplicates,
+            dict(p.last_time), p.reconnect_deadline, p.last_error, p.last_frame_at)
+
+
+PAIRS3 = ["BTC/USD", "ETH/USD", "BTC/EUR"]
+T0 = 1_767_225_600_000_000_000
+frame_st = st.one_of(
+    st.builds(lambda pair, dt: exrate(pair, T0 + dt * 100), st.sampled_from(PAIRS3), st.integers(0, 30)),
+    st.sampled_from(['{"type":"hearbeat"}', '{"type":"asset"}', "{oops", b"\x00", '{"type":"exrate"}',
+                     '{"type":"reconnect","within_seconds":5}', '{"type":"error","message":"boom"}',
+                     exrate("BTC/USD", T0).replace("1.0", "-1.0")]),
+)
+
+
+@given(st.lists(st.builds(lambda pair, dt: (pair, dt), st.sampled_from(PAIRS3), st.integers(0, 30)), max_size=40),
+       st.lists(st.builds(lambda pair, dt: (pair, dt), st.sampled_from(PAIRS3), st.integers(0, 30)), max_size=5))
+def test_fresh_batch_equals_fresh_in_order(rows: list[tuple[str, int]], before: list[tuple[str, int]]) -> None:
+    """fresh_batch keeps exactly the rows fresh() would, in order, and leaves the same state."""
+    seen = [ExchangeRate(*pair.split("/"), "X", T0 + dt * 100, 1.0) for pair, dt in before]
+    updates = [ExchangeRate(*pair.split("/"), "X", T0 + dt * 100, 1.0 + i) for i, (pair, dt) in enumerate(rows)]
+    a, b = ClientProtocol(None), ClientProtocol(None)
+    for msg in seen:
+        a.fresh(msg)
+        b.fresh(msg)
+    want = [msg for msg in updates if a.fresh(msg)]
+    got = b.fresh_batch(RateBatch.of(updates)).updates()
+    assert got == want
+    assert (a.duplicates, a.last_time) == (b.duplicates, b.last_time)
+
+
+@given(st.lists(frame_st, max_size=40))
+def test_receive_batch_equals_receive_then_fresh(frames: list[str | bytes]) -> None:
+    """receive_batch keeps the updates, outcomes and counters that receive + fresh per frame would."""
+    a, b = ClientProtocol(None), ClientProtocol(None)
+    kept, outcomes = one_by_one(a, frames, 7.0)
+    parsed = b.receive_batch(frames, 7.0)
+    assert parsed.rates.updates() == kept
+    assert [e.outcome.kind if isinstance(e.outcome, MessageError) else e.outcome for e in parsed.events] == outcomes
+    assert state(a) == state(b)
+
+
+def test_receive_batch_stops_at_server_error() -> None:
+    """Nothing after a server error is taken (§4.4): its frame is the last counted."""
+    p = ClientProtocol(None)
+    frames = [exrate("BTC/USD", T0), '{"type":"error","message":"boom"}', exrate("BTC/USD", T0 + 100), "{oops"]
+    parsed = p.receive_batch(frames, 1.0)
+    assert len(parsed.rates) == 1 and isinstance(parsed.events[-1].outcome, ErrorMessage)
+    assert (p.frames, p.exrates, p.server_errors, dict(p.rejected)) == (2, 1, 1, {})
+
+
+def test_receive_batch_counts_array_elements() -> None:
+    """An array frame is one frame of several messages: each update counts, the frame once."""
+    p = ClientProtocol(None)
+    array = "[" + ",".join([exrate("BTC/USD", T0), exrate("ETH/USD", T0), '{"type":"hearbeat"}']) + "]"
+    parsed = p.receive_batch([array, exrate("BTC/USD", T0)], 3.0)
+    assert len(parsed.rates) == 2 and (p.frames, p.exrates, p.heartbeats, p.duplicates) == (2, 3, 1, 1)
