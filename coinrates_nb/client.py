@@ -45,6 +45,27 @@ TICK = 0.1
 """Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
 
 
+SWITCH_MAX = 30.0
+"""Most seconds an old connection is read after a ``reconnect`` notice (its ``within_seconds`` is
+normally ~10, §4.2); past that it is closed and the held updates of the new one are released."""
+
+SWITCH_GRACE = 1.0
+"""Seconds past the notice's deadline the old connection may take to close."""
+
+HOLD_MAX = 131_072
+"""Most updates held back during a switch: the server's own per-connection buffer (§5)."""
+
+
+class _Hold:
+    """Updates a new connection received while the old one drains (make-before-break, §4.2)."""
+
+    __slots__ = ("items", "open")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[ExchangeRate, int]] = []
+        self.open = True
+
+
 class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Hands websockets a logger that replaces the key wherever it would appear.
 
@@ -97,20 +118,33 @@ class Session:
         key = settings.api_key.reveal() if settings.api_key is not None else None
         self._ws_logger = _RedactingLogger(logging.getLogger("websockets.client"), key)
         self._stopping = asyncio.Event()
+        self._delivered = False
+        """True once the current connection (or its make-before-break successor) delivered an update."""
+        self._drains: set[asyncio.Future[None]] = set()
+        """Old connections still being read after a make-before-break switch (strong refs for the loop)."""
 
     # ------------------------------------------------------------------ public (loop thread)
 
     async def run(self) -> None:
-        """Connect and read until :meth:`stop`, or until an error that must not be retried."""
-        delays = backoff(self.settings.backoff_initial, cap=self.settings.backoff_cap, rng=self.rng)
+        """Connect and read until :meth:`stop`, or until an error that must not be retried.
+
+        Between attempts it waits a jittered, capped, growing delay (``retry.backoff``). A
+        connection that delivered updates restarts that sequence from its initial delay, so a
+        one-off drop is retried within ``backoff_initial`` while a server that accepts and then
+        fails, or refuses, is retried ever more slowly. ``reconnects`` counts connections lost,
+        not attempts; every delay chosen is kept in ``telemetry.retry_delays``.
+        """
+        settings = self.settings
+        delays = backoff(settings.backoff_initial, cap=settings.backoff_cap, rng=self.rng)
         first = True
         while not self._stopping.is_set():
             self.telemetry.set_state("connecting" if first else "reconnecting")
-            delivered = False
+            self._delivered = established = False
             try:
                 ws = await self._connect()
                 first = False
-                delivered = await self._serve(ws)
+                established = True
+                await self._serve(ws)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - top of the task: classify, count, never die
@@ -131,13 +165,13 @@ class Session:
                 break
             if self.on_disconnect is not None:
                 self.on_disconnect(time.time_ns())
-            self.telemetry.reconnects += 1
+            if established:
+                self.telemetry.reconnects += 1
             self.telemetry.set_state("reconnecting")
-            if delivered:  # a connection that worked resets the backoff
-                delays = backoff(self.settings.backoff_initial, cap=self.settings.backoff_cap, rng=self.rng)
-                delay = 0.0
-            else:
-                delay = next(delays)
+            if self._delivered:  # a connection that worked restarts the backoff
+                delays = backoff(settings.backoff_initial, cap=settings.backoff_cap, rng=self.rng)
+            delay = next(delays)
+            self.telemetry.retry_delays.append(delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         self.telemetry.set_state("stopped")
@@ -189,65 +223,85 @@ class Session:
         logger.info("connected to %s (%s)", redact_url(url), self.settings.source)
         return ws
 
-    async def _serve(self, ws: ClientConnection) -> bool:
+    async def _serve(self, ws: ClientConnection) -> None:
         """Read ``ws`` until it ends; on a server ``reconnect`` notice, switch to a new connection.
 
-        Returns True if any update was delivered, so the caller can reset the backoff.
+        Returns when the session stops; otherwise raises why the connection ended.
         """
-        delivered = False
         self.current = ws
-        reader: asyncio.Future[bool] = asyncio.ensure_future(self._read(ws))
+        reader: asyncio.Future[None] = asyncio.ensure_future(self._read(ws))
         try:
             while True:
                 done, _ = await asyncio.wait({reader}, timeout=TICK)
                 now = time.monotonic()
                 self.telemetry.sample(now, self.protocol.exrates)
                 if reader in done:
-                    delivered = reader.result() or delivered
-                    return delivered
+                    reader.result()
+                    return
                 if self._stopping.is_set():
-                    return delivered
+                    return
                 if self.protocol.is_stale(now):
                     self.telemetry.set_state("stale")
                     raise StaleStreamError(self.protocol.silence(now), self.protocol.stale_after)
                 if self.protocol.switch_due():
                     ws, reader = await self._switch(ws, reader)
-                    delivered = True
         finally:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
             await _close_quietly(ws)
 
-    async def _switch(self, old: ClientConnection, old_reader: asyncio.Future[bool]) -> tuple[ClientConnection, asyncio.Future[bool]]:
+    async def _switch(self, old: ClientConnection, old_reader: asyncio.Future[None]) -> tuple[ClientConnection, asyncio.Future[None]]:
         """Make-before-break (§4.2 option 3): open the new connection, drain the old one until it closes.
 
-        Both readers feed the same sink; ``ClientProtocol.fresh`` drops the overlap, so no
-        update is lost or repeated across the switch.
+        The old connection keeps delivering until the server closes it at the deadline. The new
+        one's updates are held back meanwhile and released through ``ClientProtocol.fresh`` once
+        the old one has ended: released at once, a newer update from the new link could overtake
+        an older one still in flight on the old link, and ``fresh`` would then drop the older as
+        out of order. Held back, every update is stored once and in time order per pair.
         """
         deadline = self.protocol.reconnect_deadline or time.monotonic()
         logger.info("server asked to reconnect within %.1f s: opening a new connection first",
                     max(0.0, deadline - time.monotonic()))
         new = await self._connect()  # resets the deadline; a failure here goes to run()'s retry loop
         self.telemetry.reconnects += 1
-        new_reader = asyncio.ensure_future(self._read(new))
+        hold = _Hold()
+        new_reader: asyncio.Future[None] = asyncio.ensure_future(self._read(new, hold))
         self.current = new
+        wait = min(max(0.0, deadline - time.monotonic()), SWITCH_MAX) + SWITCH_GRACE
 
         async def drain() -> None:
             try:
-                await asyncio.wait_for(asyncio.shield(old_reader), timeout=max(0.5, deadline - time.monotonic() + 1.0))
+                await asyncio.wait_for(asyncio.shield(old_reader), timeout=wait)
             except (TimeoutError, Exception):  # noqa: BLE001 - the old link is going away anyway
                 pass
             finally:
                 old_reader.cancel()
+                self._release(hold)
                 await _close_quietly(old)
 
-        asyncio.ensure_future(drain())
+        self._drains.add(task := asyncio.ensure_future(drain()))
+        task.add_done_callback(self._drains.discard)
         return new, new_reader
 
-    async def _read(self, ws: ClientConnection) -> bool:
-        """Read frames until the connection closes; True if an update was delivered."""
-        delivered = False
+    def _release(self, hold: _Hold) -> None:
+        """Deliver the updates a make-before-break switch held back; later ones flow directly."""
+        hold.open = False
+        items, hold.items = hold.items, []
+        kept = 0
+        try:
+            for msg, received in items:
+                if self.protocol.fresh(msg):
+                    self.sink(msg, received)
+                    kept += 1
+        except Exception:  # noqa: BLE001 - runs in a drain task: log, never die silently
+            logger.error("releasing held updates failed", exc_info=True)
+        if kept:
+            self._delivered = True
+        logger.info("switched connections: %d held update(s), %d new", len(items), kept)
+
+    async def _read(self, ws: ClientConnection, hold: _Hold | None = None) -> None:
+        """Read frames until the connection closes, delivering fresh updates (or holding them, see ``_switch``)."""
         protocol, sink, telemetry = self.protocol, self.sink, self.telemetry
         debug = logger.isEnabledFor(logging.DEBUG)
         while True:
@@ -259,7 +313,7 @@ class Session:
                 elif exc.sent is not None and exc.sent.code == 1007:
                     telemetry.reject("invalid_utf8", "text frame is not valid UTF-8")
                 if self._stopping.is_set():
-                    return delivered
+                    return
                 raise TransportError(f"connection closed: {exc}") from exc
             received = time.time_ns()
             if debug:
@@ -270,10 +324,14 @@ class Session:
                 telemetry.reject(exc.kind, str(exc))
                 continue
             if type(msg) is ExchangeRate:
-                if protocol.fresh(msg):
+                if hold is not None and hold.open:
+                    hold.items.append((msg, received))
+                    if len(hold.items) >= HOLD_MAX:
+                        self._release(hold)
+                elif protocol.fresh(msg):
                     telemetry.lag_ns = received - msg.time_ns
                     sink(msg, received)
-                    delivered = True
+                    self._delivered = True
             elif isinstance(msg, ErrorMessage):
                 logger.warning("server error: %s", msg.message)
                 if msg.is_auth:

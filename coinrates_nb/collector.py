@@ -341,11 +341,11 @@ class Collector:
             wanted = {i for i in (self.pairs or ()) if "/" in i}
         deadline = time.monotonic() + timeout
         while True:
+            if self.telemetry.state == "error":  # first: rows from before a fatal error must not hide it
+                raise CollectorError(f"collector failed: {self.telemetry.last_error}")
             counts = self.frame.counts() if hasattr(self.frame, "counts") else self.df["pair"].value_counts().to_dict()
             if wanted and all(counts.get(p, 0) >= rows for p in wanted) or not wanted and len(self.frame) >= rows:
                 return self
-            if self.telemetry.state == "error":
-                raise CollectorError(f"collector failed: {self.telemetry.last_error}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no data for {sorted(wanted - {p for p, n in counts.items() if n >= rows})} within {timeout} s")
             time.sleep(0.02)

@@ -291,6 +291,10 @@ class _Close:
     reason: str
 
 
+class _TextBytes(bytes):
+    """Bytes to send in a *text* frame as they are, even if not valid UTF-8 (``inject(..., text=True)``)."""
+
+
 _Out = tuple[str | bytes, LedgerEntry | None] | _Close
 
 
@@ -310,6 +314,8 @@ class _Client:
         self.exrates = 0
         self.since_drop_set = 0
         self.closing = False
+        self.lag_ns = 0
+        """Each ``exrate`` is held until its time is this old (``Simulator.lag``): a slower route."""
         self.ledger = ledger
         self.http_auth: Literal["open", "ok", "bad", "absent"] = "open"
 
@@ -429,6 +435,8 @@ class Simulator:
         self.heartbeats_sent = 0
         self.pings_sent = 0
         self.pong_timeouts = 0
+        self.pongs_received = 0
+        """Pings answered in time by clients (see ``ping_interval``)."""
         self.errors_sent = 0
         self.overflows = 0
         self.dropped = 0
@@ -620,6 +628,22 @@ class Simulator:
             logger.info("scenario: reconnect requested from %d client(s) within %.3g s", len(targets), within_seconds)
         self._on_loop(notify, None)
 
+    def lag(self, seconds: float) -> None:
+        """Deliver every frame to the clients connected now ``seconds`` late; later ones are not delayed.
+
+        Models a slow route: after a ``reconnect`` notice the new connection goes to another
+        server (§4.2), which may be nearer, so the new link can run ahead of the old one.
+        """
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+            raise ConfigError(f"seconds must be a non-negative number, got {seconds!r}")
+
+        def apply() -> None:
+            for client in self._clients.values():
+                client.lag_ns = round(seconds * 1e9)
+                client.wake.set()
+            logger.info("scenario: %d connection(s) lag by %.3g s", len(self._clients), seconds)
+        self._on_loop(apply, None)
+
     def stall(self, on: bool = True) -> None:
         """Freeze every connection: sockets stay open, nothing is sent (no data, heartbeats or
         pings) and nothing is read (so client pings go unanswered), until ``stall(False)``."""
@@ -638,11 +662,17 @@ class Simulator:
             logger.info("scenario: data %s", "paused" if on else "resumed")
         self._on_loop(apply, None, setter=lambda: setattr(self, "_data_paused", on))
 
-    def inject(self, text_or_bytes: str | bytes) -> None:
-        """Send one raw frame to every client: ``str`` as a text frame, ``bytes`` as binary."""
+    def inject(self, text_or_bytes: str | bytes, *, text: bool = False) -> None:
+        """Send one raw frame to every client: ``str`` as a text frame, ``bytes`` as binary.
+
+        ``text=True`` sends ``bytes`` in a text frame unchecked, e.g. invalid UTF-8, which a
+        client must refuse (RFC 6455 §8.1: it fails the connection with code 1007).
+        """
         if not isinstance(text_or_bytes, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"inject() takes str or bytes, got {type(text_or_bytes).__name__}")
         frame: str | bytes = text_or_bytes if isinstance(text_or_bytes, str) else bytes(text_or_bytes)
+        if text and isinstance(frame, bytes):
+            frame = _TextBytes(frame)
 
         def send() -> None:
             for client in self._clients.values():
@@ -875,12 +905,20 @@ class Simulator:
                 client.wake.clear()
                 await client.wake.wait()
                 continue
+            if client.lag_ns:  # hold the head of the queue until it is lag_ns old
+                head = pending[0]
+                if not isinstance(head, _Close) and head[1] is not None:
+                    late = head[1][1] + client.lag_ns - time.time_ns()
+                    if late > 0:
+                        await asyncio.sleep(late / 1e9)
+                        continue
             item = pending.popleft()
             if isinstance(item, _Close):
                 await ws.close(item.code, item.reason)
                 return
             frame, entry = item
-            await ws.send(frame)  # waits (drain) while the socket's write buffer is full: back-pressure
+            # send() waits (drain) while the socket's write buffer is full: back-pressure
+            await ws.send(frame, text=True) if type(frame) is _TextBytes else await ws.send(frame)
             client.last_sent = loop.time()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("client %d > %s", client.cid, preview(frame))
@@ -935,6 +973,7 @@ class Simulator:
             try:
                 async with asyncio.timeout(timeout):
                     await pong
+                self.pongs_received += 1
             except TimeoutError:
                 if self._stalled:
                     continue  # reading is paused during a stall, so no pong could arrive

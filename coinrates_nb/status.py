@@ -80,6 +80,8 @@ class Telemetry:
     lag_ns: int | None = None
     started_at: float = field(default_factory=time.monotonic)
     rejected: Counter[str] = field(default_factory=Counter)
+    retry_delays: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    """The most recent reconnect delays chosen by the backoff, oldest first (seconds)."""
     _logged: set[str] = field(default_factory=set)
     _rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
