@@ -18,14 +18,14 @@ import functools
 import logging
 from collections.abc import Callable, Iterable
 from html import escape
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import ipywidgets as w
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from ._types import split_pair
 from .exceptions import ConfigError
-from .plots import SIMULATED_BADGE, ChartView, WidgetView, close_on_rerun, live_chart
+from .plots import SIMULATED_BADGE, ChartView, WidgetView, close_on_rerun, live_chart, performance_chart
 from .refresh import DEFAULT_FPS, Mode, Source, Tick
 from .status import Status
 
@@ -169,6 +169,10 @@ def status_bar(source: Source, *, fps: float = 2.0, mode: Mode = "thread") -> w.
     return bar
 
 
+ChartKind = Literal["rates", "performance"]
+CHARTS: Final[dict[str, Callable[..., Any]]] = {"rates": live_chart, "performance": performance_chart}
+
+
 class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """Status bar, controls, error line, live chart and latest-rates table for one collector.
 
@@ -177,7 +181,8 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     ``close()`` closes every part and stops their redraws.
     """
 
-    def __init__(self, source: Source, *, window: str | None, fps: float, mode: Mode) -> None:
+    def __init__(self, source: Source, *, window: str | None, fps: float, mode: Mode,
+                 chart: ChartKind = "rates") -> None:
         self.source = source
         scope = getattr(source, "pairs", None)
         self.status_html = w.HTML(value=render_status(source.status))
@@ -193,7 +198,7 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.window = w.Dropdown(options=labels, value=initial, description="window",
                                  layout=w.Layout(width="180px"))
         self.error = w.HTML(value="", layout=w.Layout(display="none"))
-        self.chart = live_chart(source, self._chart_pairs(), window=window, fps=fps, mode=mode)
+        self.chart = CHARTS[chart](source, self._chart_pairs(), window=window, fps=fps, mode=mode)
         self.table = w.HTML(value=render_latest(source.frame.latest()))
         controls = w.HBox([w.Label("pairs"), self.picker, self.start_stop, self.window])
         super().__init__([self.status_html, controls, self.error, self.chart, self.table])
@@ -320,6 +325,7 @@ def dashboard(
     window: str | None = "5min",
     fps: float = DEFAULT_FPS,
     mode: Mode = "thread",
+    chart: ChartKind = "rates",
 ) -> Dashboard:
     """Return a live dashboard for ``source``: status, pair picker, start/stop, window, chart, table.
 
@@ -331,8 +337,12 @@ def dashboard(
         window: Initial chart window, e.g. ``"5min"``; ``None`` for the whole frame.
         fps: Chart redraws per second at most.
         mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+        chart: ``"rates"`` (raw rates, one axis) or ``"performance"`` (each pair rebased to 100,
+            so pairs of very different price levels stay readable on one axis).
     """
-    board = Dashboard(source, window=window, fps=fps, mode=mode)
+    if chart not in CHARTS:  # checked before any widget exists, so nothing half-built is left to close
+        raise ConfigError(f"chart must be one of {sorted(CHARTS)}, not {chart!r}")
+    board = Dashboard(source, window=window, fps=fps, mode=mode, chart=chart)
     close_on_rerun(board)
     return board
 

@@ -13,6 +13,7 @@ import pytest
 from traitlets import All
 
 import coinrates_nb as cr
+from coinrates_nb.refresh import Tick
 from coinrates_nb.simulator import Simulator
 from coinrates_nb.widgets import STATE_COLORS, Dashboard, render_latest, render_status
 from tests.helpers import wait_until
@@ -125,6 +126,18 @@ def test_dashboard_parts(closing: list[Any]) -> None:
     assert [t.name for t in board.chart.data] == PAIRS
     assert "BTC/USD" in board.table.value
     assert board.error.layout.display == "none"
+
+
+def test_dashboard_performance_chart(closing: list[Any]) -> None:
+    """chart="performance" draws each pair rebased to 100; an unknown chart kind is a ConfigError."""
+    source = BrokenSource(rows=300)
+    board = cr.dashboard(source, chart="performance")
+    closing.append(board)
+    lines = board.chart._coinrates_view.lines(Tick(source))
+    assert set(lines) == set(PAIRS)
+    assert all(abs(y[0] - 100.0) < 1e-9 for _, y in lines.values())
+    with pytest.raises(cr.ConfigError):
+        cr.dashboard(source, chart="candles")  # type: ignore[arg-type]
 
 
 def test_callback_errors_are_shown_and_logged(closing: list[Any], caplog: pytest.LogCaptureFixture) -> None:
