@@ -104,16 +104,16 @@ class _Raw(NamedTuple):
     tables: _Tables
 
 
-def _parse_window(window: str | pd.Timedelta | None) -> int | None:
-    """Return ``window`` as positive integer nanoseconds, or ``None``; raise ``ConfigError`` if bad."""
+def parse_span(window: str | pd.Timedelta | None, name: str = "window") -> int | None:
+    """Return a time span like ``"15min"`` as positive integer nanoseconds, or ``None``; raise ``ConfigError`` if bad."""
     if window is None:
         return None
     try:
         span = pd.Timedelta(window)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"window must be a time span like '15min', not {window!r}") from exc
+        raise ConfigError(f"{name} must be a time span like '15min', not {window!r}") from exc
     if pd.isna(span) or span <= pd.Timedelta(0):
-        raise ConfigError(f"window must be a positive time span, not {window!r}")
+        raise ConfigError(f"{name} must be a positive time span, not {window!r}")
     return int(span.value)
 
 
@@ -190,7 +190,7 @@ class RollingFrame:
             raise ConfigError("RollingFrame needs a bound: give max_rows, window, or both")
         if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
             raise ConfigError(f"max_rows must be a positive int or None, not {max_rows!r}")
-        self._window_ns = _parse_window(window)
+        self._window_ns = parse_span(window)
         self._grows = max_rows is None
         capacity = GROWTH_START if max_rows is None else max_rows
         self._lock = threading.Lock()

@@ -42,6 +42,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from .exceptions import ConfigError
+from .frame import parse_span
 from .refresh import (
     DEFAULT_FPS,
     MAX_POINTS,
@@ -70,19 +71,6 @@ Transform = Callable[[Float64Array], Float64Array]
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _window_ns(window: str | pd.Timedelta | None) -> int | None:
-    """Return ``window`` as positive nanoseconds, or ``None`` for the whole rolling frame."""
-    if window is None:
-        return None
-    try:
-        span = pd.Timedelta(window)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"window must be a time span like '5min', not {window!r}") from exc
-    if pd.isna(span) or span <= pd.Timedelta(0):
-        raise ConfigError(f"window must be a positive time span, not {window!r}")
-    return int(span.value)
 
 
 def _pair_list(pairs: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -305,7 +293,7 @@ class ChartView(FigureView):
 
     def set_window(self, window: str | pd.Timedelta | None) -> None:
         """Show ``window`` back from the newest row (``None``: the whole frame) from the next redraw."""
-        self.window_ns = _window_ns(window)
+        self.window_ns = parse_span(window)
         self.invalidate()
 
     def lines(self, tick: Tick) -> dict[str, tuple[Float64Array, Float64Array]]:
@@ -458,7 +446,7 @@ def live_chart(
     """
     simulated = _simulated(source)
     fig = _figure(title, simulated, height, "rate")
-    view = ChartView(fig, _pair_list(pairs), _window_ns(window), fps, max_points)
+    view = ChartView(fig, _pair_list(pairs), parse_span(window), fps, max_points)
     view.attach(source, mode)
     close_on_rerun(fig)
     return fig
@@ -482,7 +470,7 @@ def performance_chart(
     """
     simulated = _simulated(source)
     fig = _figure(title, simulated, height, "index (window start = 100)")
-    view = ChartView(fig, _pair_list(pairs), _window_ns(window), fps, max_points, transform=_rebase)
+    view = ChartView(fig, _pair_list(pairs), parse_span(window), fps, max_points, transform=_rebase)
     view.attach(source, mode)
     close_on_rerun(fig)
     return fig
@@ -520,7 +508,7 @@ def ohlc_chart(
     Raises:
         ConfigError: If ``freq`` is not a positive time span or no pair can be chosen.
     """
-    freq_ns = _window_ns(freq)
+    freq_ns = parse_span(freq, "freq")
     assert freq_ns is not None
     chosen = _pair_list(pairs)
     if chosen is None:
@@ -545,7 +533,7 @@ def ohlc_chart(
     for badge in _badge(simulated):
         layout.add_annotation(**badge)
     fig = go.FigureWidget(layout)
-    view = OhlcView(fig, chosen, freq_ns, _window_ns(window), fps, max_bars)
+    view = OhlcView(fig, chosen, freq_ns, parse_span(window), fps, max_bars)
     view.attach(source, mode)
     close_on_rerun(fig)
     return fig
