@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
 
-__all__ = ["COINAPI_URL", "ENV_KEY", "SecretKey", "Settings", "is_loopback", "redact_url"]
+__all__ = ["COINAPI_URL", "ENV_KEY", "SecretKey", "Settings", "is_loopback", "redact_url", "split_url_key"]
 
 COINAPI_URL = "wss://api-realtime.exrates.coinapi.io/"
 """The documented Exchange Rates WebSocket endpoint (protocol notes §1.1); ``/`` path, §1.1 notes."""
@@ -62,6 +63,35 @@ def redact_url(url: str) -> str:
     """The URL without a query string or ``/APIKEY-`` path segment, either of which can carry a key (§2.1)."""
     base = url.split("?", 1)[0]
     return base.split("/APIKEY-", 1)[0]
+
+
+_PATH_KEY = re.compile(r"(?i)/apikey-([^/?#]+)")
+
+
+def split_url_key(url: str) -> tuple[str, str | None]:
+    """``url`` without an API key in its query (``apikey=``) or path (``/APIKEY-<key>``), and that key.
+
+    Both are documented ways to authenticate (protocol notes §2.1). A key found there becomes
+    the settings' key, sent in the header like any other, so the URL that is stored, shown and
+    logged (websockets logs the request line at DEBUG) never holds it.
+
+    Raises:
+        ConfigError: the URL carries two different keys.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    keys = [v.strip() for k, v in query if k.lower() == "apikey" and v.strip()]
+    path = parts.path
+    found = _PATH_KEY.search(path)
+    if found is not None:
+        keys.append(found.group(1))
+        path = (path[: found.start()] + path[found.end():]) or "/"
+    if not keys:
+        return url, None
+    if len(set(keys)) > 1:
+        raise ConfigError("the URL carries two different API keys")
+    kept = urlencode([(k, v) for k, v in query if k.lower() != "apikey"])
+    return urlunsplit(parts._replace(path=path, query=kept)), keys[0]
 
 
 def is_loopback(url: str) -> bool:
@@ -126,9 +156,17 @@ class Settings:
 
         With a key (argument or ``COINAPI_KEY``) and no URL, the live CoinAPI endpoint is used;
         with neither, the embedded simulator (``simulated=True``). A key is only ever sent over
-        ``wss://`` unless the host is loopback, so it cannot travel in clear text.
+        ``wss://`` unless the host is loopback, so it cannot travel in clear text; a key written
+        into the URL (``?apikey=``, ``/APIKEY-``) is taken out of it and treated the same way.
         """
         env = os.environ if env is None else env
+        if url is not None:
+            url, url_key = split_url_key(url)
+            if url_key is not None:
+                given = api_key.reveal() if isinstance(api_key, SecretKey) else api_key
+                if given is not None and given.strip() != url_key:
+                    raise ConfigError("two different API keys: one in the URL, one as api_key")
+                api_key = url_key
         if api_key is None and not simulated:
             raw = env.get(ENV_KEY, "").strip()
             api_key = raw or None

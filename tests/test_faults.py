@@ -21,14 +21,20 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import coinrates_nb as cr
-from coinrates_nb.simulator import OVERFLOW_MESSAGE, LedgerEntry, Simulator
+from coinrates_nb.messages import MAX_RATE, parse_client, parse_server
+from coinrates_nb.protocol import ClientProtocol
+from coinrates_nb.simulator import OVERFLOW_MESSAGE, LedgerEntry, ServerScope, Simulator, routes_for
 from tests.helpers import wait_until
 
 MakeSim = Callable[..., Simulator]
 PAIRS = ["BTC/USD", "ETH/USD"]
 SIX = [*PAIRS, "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD"]
+KNOWN = ["BTC", "ETH", "SOL", "EUR", "USD"]
+CRYPTO = ["BTC", "ETH", "SOL"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -327,3 +333,172 @@ def test_slow_consumer_overflow_is_reported_and_recovered(make_simulator: MakeSi
     wait_until(lambda: rates.status.rates > n + 50, timeout=20, message="no data after the overflow")
     check_ledger(sim, rates, complete={1})  # the error came after every frame that was sent
     assert set(PAIRS) <= {p for p, _, _ in gap_set(rates)}  # the dropped queue shows up as gaps
+
+
+# --------------------------------------------------------------------------- 7. bad frames
+
+_EXRATE = ('{{"type":"exrate","asset_id_base":"{base}","asset_id_quote":"USD","rate_type":"BASE_ALL_CROSSES_TO_REF",'
+           '"time":"{time}","rate":{rate}}}')
+
+
+def _exrate(base: str = "BTC", time: str = "2019-06-11T15:26:00.0000000Z", rate: str = "10065.0319541") -> str:
+    return _EXRATE.format(base=base, time=time, rate=rate)
+
+
+REJECTED: list[tuple[str | bytes, str]] = [
+    ("{not json", "malformed_json"),
+    (b"\x00\x01binary", "binary_frame"),
+    ("42", "not_object"),
+    ('"just a string"', "not_object"),
+    ('{"no_type": 1}', "bad_type"),
+    ('{"type": 5}', "bad_type"),
+    ('{"type":"exrate","asset_id_base":"BTC","asset_id_quote":"USD","time":"2019-06-11T15:26:00Z"}', "bad_rate"),
+    ('{"type":"exrate","asset_id_quote":"USD","time":"2019-06-11T15:26:00Z","rate":1}', "bad_asset_id_base"),
+    (_exrate(rate='"10065.03"'), "bad_rate"),
+    (_exrate(rate='"NaN"'), "bad_rate"),
+    (_exrate(rate="NaN"), "malformed_json"),  # not JSON at all
+    (_exrate(rate="-1.5"), "bad_rate"),
+    (_exrate(rate="0"), "bad_rate"),
+    (_exrate(rate="1e300"), "bad_rate"),
+    (_exrate(time="yesterday"), "bad_time"),
+    (_exrate(time="2019-13-01T00:00:00Z"), "bad_time"),
+    ('{"type":"reconnect","within_seconds":-1}', "bad_within_seconds"),
+]
+"""Frames the spec says to refuse, with the kind they are counted under (Status.rejected)."""
+
+ACCEPTED: list[tuple[str, str, int]] = [  # (base, wire time, UTC ns): 0-7 fractional digits, offsets (§7)
+    ("TSA", "2019-06-11T15:26:00Z", 1560266760_000_000_000),
+    ("TSB", "2019-06-11T15:26:00.5Z", 1560266760_500_000_000),
+    ("TSC", "2019-06-11T15:26:00.123Z", 1560266760_123_000_000),
+    ("TSD", "2019-06-11T15:26:00.123456Z", 1560266760_123_456_000),
+    ("TSE", "2019-06-11T15:26:00.1234567Z", 1560266760_123_456_700),
+    ("TSF", "2019-06-11T17:26:00.1234567+02:00", 1560266760_123_456_700),
+    ("TSG", "2019-06-11T10:26:00-0500", 1560266760_000_000_000),
+]
+
+
+@pytest.mark.slow
+def test_bad_frames_counted_by_kind_logged_once_never_fatal(make_simulator: MakeSim, collectors: list[cr.Collector],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Each bad frame, sent twice, is refused and counted under its kind, logged once per kind; good odd ones are kept."""
+    caplog.set_level(logging.DEBUG, logger="coinrates_nb")
+    sim = make_simulator(rate_hz=20)
+    rates = cr.stream(PAIRS, url=sim.url, max_frame_bytes=4096, backoff_initial=0.01, stale_after=5.0)
+    collectors.append(rates)
+    rates.wait(timeout=20)
+    for _ in range(2):
+        for frame, _kind in REJECTED:
+            sim.inject(frame)
+        for base, wire_time, _ in ACCEPTED:
+            sim.inject(_exrate(base=base, time=wire_time, rate="1.25"))
+        sim.inject('{"type":"asset","asset_id":"BTC","name":"Bitcoin"}')  # unknown type: ignored (§4.5)
+    expected: dict[str, int] = defaultdict(int)
+    for _, kind in REJECTED:
+        expected[kind] += 2
+    wait_until(lambda: rates.status.rejected == expected and rates.status.unknown == 2, timeout=20,
+               message=f"rejected {rates.status.rejected}")
+    for n, frame in enumerate(["x" * 10_000, b"\xff\xfe not utf-8"], start=1):  # these end the connection
+        for k in range(2):
+            sim.inject(frame, text=True)
+            wait_until(lambda n=n, k=k: rates.status.reconnects == 2 * (n - 1) + k + 1
+                       and rates.status.state == "connected", timeout=20)
+    expected.update(oversized_frame=2, invalid_utf8=2)
+    wait_until(lambda: rates.status.rejected == expected, timeout=10)
+    rows = rates.df
+    for base, _, ns in ACCEPTED:
+        kept = rows[rows["pair"] == f"{base}/USD"]
+        assert kept.index.asi8.tolist() == [ns] and kept["rate"].tolist() == [1.25]
+    assert rates.status.duplicates >= len(ACCEPTED)  # the second copy of each was dropped
+    warned = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING and r.getMessage().startswith("rejected frame (")]
+    assert sorted(m.split(")")[0].removeprefix("rejected frame (") for m in warned) == sorted(expected)
+    n = rates.status.rates
+    wait_until(lambda: rates.status.rates > n + 5, timeout=20, message="the stream did not go on")
+    assert rates.running and rates.status.state == "connected"
+
+
+# --------------------------------------------------------------------------- 8. ping/pong
+
+
+@pytest.mark.slow
+def test_answers_server_pings_for_ten_seconds_on_one_connection(make_simulator: MakeSim,
+                                                                collectors: list[cr.Collector]) -> None:
+    """The server pings every second and drops silent clients: the collector answers every ping, one connection."""
+    sim = make_simulator(rate_hz=5, ping_interval=1.0, ping_timeout=2.0)
+    rates = cr.stream(PAIRS, url=sim.url, ping_interval=None)  # only the server pings
+    collectors.append(rates)
+    rates.wait(timeout=20)
+    wait_until(lambda: sim.pongs_received >= 10, timeout=40, message="fewer than 10 pings answered")
+    assert sim.total_connections == 1 and sim.pong_timeouts == 0 and sim.dropped == 0
+    status = rates.status
+    assert status.state == "connected" and status.reconnects == 0 and status.uptime_s >= 10
+    check_ledger(sim, rates)
+
+
+# --------------------------------------------------------------------------- fuzzing: scope algebra, parser
+
+ITEMS = st.lists(st.sampled_from(["BTC/USD", "ETH/USD", "btc/eur", "BTC", "ETH", "EUR", "SOL/USD"]), max_size=4)
+SCOPE_OPS = st.lists(st.tuples(st.sampled_from(["hello", "hello-all", "subscribe", "unsubscribe"]), ITEMS), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCOPE_OPS)
+def test_server_scope_matches_a_set_model(ops: list[tuple[str, list[str]]]) -> None:
+    """ServerScope: hello replaces (or unfilters), a first subscribe opens, subscribe adds, unsubscribe removes exactly."""
+    scope = ServerScope()
+    started, unfiltered, model = False, False, set[str]()
+    for op, raw in ops:
+        items = tuple(dict.fromkeys(i.upper() for i in raw))
+        if op == "hello" or op == "hello-all" or (op == "subscribe" and not started):
+            assets = None if op == "hello-all" else items
+            scope.apply((cr.Hello if op != "subscribe" else cr.Subscribe)(assets=assets))
+            started, unfiltered, model = True, assets is None, set(items if assets is not None else ())
+        elif op == "subscribe":
+            scope.apply(cr.Subscribe(assets=items))
+            model |= set(items)
+        else:
+            scope.apply(cr.Unsubscribe(assets=items))
+            model -= set(items)
+        assert (scope.started, scope.unfiltered, set(scope.items)) == (started, unfiltered, model)
+        assert len(scope.items) == len(set(scope.items))
+        routes = [r.pair for r in routes_for(scope, KNOWN, CRYPTO)]
+        assert len(routes) == len(set(routes)) and (routes != []) <= started
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "set-all", "subscribe", "unsubscribe", "reconnect"]), ITEMS),
+                max_size=25))
+def test_server_scope_follows_the_client_scope_over_the_wire(ops: list[tuple[str, list[str]]]) -> None:
+    """Whatever the client sends (and replays after a reconnect), the server's scope equals the client's."""
+    client = ClientProtocol(["BTC/USD"])
+    server = ServerScope()
+    server.apply(parse_client(client.hello()))
+    for op, items in ops:
+        if op == "reconnect":
+            server = ServerScope()
+            text: str | None = client.hello()
+        elif op in ("set", "set-all"):
+            text = client.set_scope(None if op == "set-all" else items)
+        elif op == "subscribe":
+            text = client.subscribe(items) if items else None
+        else:
+            text = client.unsubscribe(items) if items else None
+        if text is not None:
+            server.apply(parse_client(text))
+        if client.scope.items is None:
+            assert server.unfiltered
+        else:
+            assert not server.unfiltered and set(server.items) == set(client.scope.items)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=10),
+       quote=st.sampled_from(["USD", "EUR", "USDT", "BTC"]),
+       rate_type=st.sampled_from(["BASE_ALL_CROSSES_TO_REF", "BASE_QUOTE_ISOLATED", "BASE_AND_QUOTE_TO_REF"]),
+       ticks=st.integers(0, 4_102_444_800 * 10**7),
+       rate=st.floats(min_value=1e-12, max_value=MAX_RATE, allow_nan=False, allow_infinity=False))
+def test_any_valid_exrate_round_trips(base: str, quote: str, rate_type: str, ticks: int, rate: float) -> None:
+    """Any valid update serialised the simulator's way parses back to itself, all 7 time digits and the exact rate."""
+    update = cr.ExchangeRate(base, quote, rate_type, ticks * 100, rate)
+    assert parse_server(update.to_json()) == update
+    assert parse_server(update.to_json().encode()) == update  # bytes in a text frame's payload
