@@ -17,6 +17,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.typing import Data
 from websockets.version import version as websockets_version
 
 from .config import SECURE, Settings, is_loopback, redact_url
@@ -29,7 +30,7 @@ from .exceptions import (
     StaleStreamError,
     TransportError,
 )
-from .messages import ErrorMessage, ExchangeRate, Reconnect
+from .messages import ErrorMessage, ExchangeRate, RateBatch, Reconnect, ServerMessage
 from .protocol import ClientProtocol
 from .retry import backoff, classify
 from .status import Telemetry
@@ -41,9 +42,21 @@ logger = logging.getLogger("coinrates_nb.client")
 RateSink = Callable[[ExchangeRate, int], None]
 """Called on the loop thread with each fresh update and its receive time (ns)."""
 
+BatchSink = Callable[[RateBatch, int], None]
+"""Called on the loop thread with a batch of fresh updates (columns) and their receive time (ns)."""
+
 TICK = 0.1
 """Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
 
+
+BATCH_MIN = 32
+"""Frames taken together from which they are parsed and stored as one batch, not one by one.
+
+Below it the vectorised path's fixed cost (a few dozen NumPy calls) exceeds what it saves
+(``benchmarks/bench_parse.py``)."""
+
+BATCH_MAX = 4096
+"""Most frames taken from the receive queue at once, to bound one batch's latency and memory."""
 
 SWITCH_MAX = 30.0
 """Most seconds an old connection is read after a ``reconnect`` notice (its ``within_seconds`` is
@@ -97,6 +110,8 @@ class Session:
         telemetry: counters shown in the collector's status.
         on_disconnect: told when a connection ends, with the wall-clock time (ns), to record gaps.
         rng: randomness for backoff jitter (seedable in tests).
+        batch_sink: receives the fresh updates of a batch as columns (see ``BATCH_MIN``); by
+            default each row goes to ``sink``.
     """
 
     def __init__(
@@ -107,10 +122,12 @@ class Session:
         telemetry: Telemetry,
         on_disconnect: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
+        batch_sink: BatchSink | None = None,
     ) -> None:
         self.settings = settings
         self.protocol = protocol
         self.sink = sink
+        self.batch_sink: BatchSink = batch_sink or self._each
         self.telemetry = telemetry
         self.on_disconnect = on_disconnect
         self.rng = rng or random.Random()
@@ -301,11 +318,19 @@ class Session:
         logger.info("switched connections: %d held update(s), %d new", len(items), kept)
 
     async def _read(self, ws: ClientConnection, hold: _Hold | None = None) -> None:
-        """Read frames until the connection closes, delivering fresh updates (or holding them, see ``_switch``)."""
-        protocol, sink, telemetry = self.protocol, self.sink, self.telemetry
+        """Read frames until the connection closes, delivering fresh updates (or holding them, see ``_switch``).
+
+        After each wait it also takes every frame already queued (``_take_queued``). A few
+        are handled one by one; from ``BATCH_MIN`` on they are parsed and stored as one batch
+        (``ClientProtocol.receive_batch``, ``batch_sink``), with the same outcome.
+        """
+        protocol, telemetry = self.protocol, self.telemetry
         debug = logger.isEnabledFor(logging.DEBUG)
+        closed: ConnectionClosed | None = None
         while True:
             try:
+                if closed is not None:
+                    raise closed
                 data = await ws.recv()
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == 1009 or exc.sent is not None and exc.sent.code == 1009:
@@ -316,29 +341,72 @@ class Session:
                     return
                 raise TransportError(f"connection closed: {exc}") from exc
             received = time.time_ns()
+            frames: list[Data] = [data]
+            closed = await _take_queued(ws, frames)
             if debug:
-                logger.debug("frame %s", data[:200] if isinstance(data, str) else f"<{len(data)} bytes>")
-            try:
-                msg = protocol.receive(data, time.monotonic())
-            except MessageError as exc:
-                telemetry.reject(exc.kind, str(exc))
+                for data in frames:
+                    logger.debug("frame %s", data[:200] if isinstance(data, str) else f"<{len(data)} bytes>")
+            if len(frames) >= BATCH_MIN and (hold is None or not hold.open):
+                self._deliver_batch(frames, received)
                 continue
-            if type(msg) is ExchangeRate:
-                if hold is not None and hold.open:
-                    hold.items.append((msg, received))
-                    if len(hold.items) >= HOLD_MAX:
-                        self._release(hold)
-                elif protocol.fresh(msg):
-                    telemetry.lag_ns = received - msg.time_ns
-                    sink(msg, received)
-                    self._delivered = True
-            elif isinstance(msg, ErrorMessage):
-                logger.warning("server error: %s", msg.message)
-                if msg.is_auth:
-                    raise AuthenticationError(msg.message)
-                raise ServerError(msg.message)
-            elif isinstance(msg, Reconnect):
-                logger.info("server reconnect notice: within %s s", msg.within_seconds)
+            for data in frames:
+                if type(data) is str and _is_array(data):  # a batching feed's frame (not CoinAPI): bypasses a hold
+                    self._deliver_batch([data], received)
+                    continue
+                try:
+                    msg = protocol.receive(data, time.monotonic())
+                except MessageError as exc:
+                    telemetry.reject(exc.kind, str(exc))
+                    continue
+                self._deliver(msg, received, hold)
+
+    def _deliver(self, msg: ServerMessage, received: int, hold: _Hold | None) -> None:
+        """Act on one parsed frame: store a fresh update (or hold it during a switch), raise a server error."""
+        if type(msg) is ExchangeRate:
+            if hold is not None and hold.open:
+                hold.items.append((msg, received))
+                if len(hold.items) >= HOLD_MAX:
+                    self._release(hold)
+            elif self.protocol.fresh(msg):
+                self.telemetry.lag_ns = received - msg.time_ns
+                self.sink(msg, received)
+                self._delivered = True
+        elif isinstance(msg, ErrorMessage):
+            self._server_error(msg)
+        elif isinstance(msg, Reconnect):
+            logger.info("server reconnect notice: within %s s", msg.within_seconds)
+
+    def _deliver_batch(self, frames: list[Data], received: int) -> None:
+        """Parse and store frames as one batch; the same outcome as :meth:`_deliver` on each frame."""
+        parsed = self.protocol.receive_batch(frames, time.monotonic())
+        error: ErrorMessage | None = None
+        for event in parsed.events:
+            outcome = event.outcome
+            if isinstance(outcome, MessageError):
+                self.telemetry.reject(outcome.kind, str(outcome))
+            elif isinstance(outcome, ErrorMessage):
+                error = outcome  # always the last event: the protocol stops there (§4.4)
+            elif isinstance(outcome, Reconnect):
+                logger.info("server reconnect notice: within %s s", outcome.within_seconds)
+        rates = parsed.rates
+        if len(rates):
+            self.telemetry.lag_ns = received - int(rates.time_ns[-1])
+            self.batch_sink(rates, received)
+            self._delivered = True
+        if error is not None:
+            self._server_error(error)
+
+    def _each(self, rates: RateBatch, received: int) -> None:
+        """The default batch sink: each row to ``sink``, as an ``ExchangeRate``."""
+        for msg in rates.updates():
+            self.sink(msg, received)
+
+    def _server_error(self, msg: ErrorMessage) -> None:
+        """Log a server ``error`` and raise it; the server closes the connection after one (§4.4)."""
+        logger.warning("server error: %s", msg.message)
+        if msg.is_auth:
+            raise AuthenticationError(msg.message)
+        raise ServerError(msg.message)
 
     # ------------------------------------------------------------------ errors
 
@@ -361,3 +429,45 @@ class Session:
 async def _close_quietly(ws: Any) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(), timeout=2.0)
+
+
+async def _take_queued(ws: ClientConnection, frames: list[Data]) -> ConnectionClosed | None:
+    """Append to ``frames`` the messages ``ws`` already received, without waiting for more.
+
+    ``websockets`` has no public "receive if available"; its documented way to bound a
+    ``recv()`` is a timeout, and cancelling ``recv()`` loses nothing. ``asyncio.timeout(0)``
+    fires only once the task would actually wait, so every ``recv()`` that completes from the
+    queue returns normally and the first one that would block is cancelled. The count of
+    queued frames, when the connection exposes it, bounds the loop so that the usual drain
+    ends without that cancellation; it may count fragments, which the timeout still covers.
+
+    Returns the ``ConnectionClosed`` met while draining, for the caller to handle after
+    processing the frames taken before it.
+    """
+    queued = _queued_frames(ws)
+    if queued == 0:
+        return None
+    limit = BATCH_MAX if queued is None else min(BATCH_MAX, len(frames) + queued)
+    try:
+        async with asyncio.timeout(0):
+            while len(frames) < limit:
+                frames.append(await ws.recv())
+    except TimeoutError:
+        pass
+    except ConnectionClosed as exc:
+        return exc
+    return None
+
+
+def _queued_frames(ws: ClientConnection) -> int | None:
+    """Frames waiting in ``ws``'s receive queue, or ``None`` if this websockets version hides it."""
+    try:
+        return len(ws.recv_messages.frames)
+    except (AttributeError, TypeError):
+        return None
+
+
+def _is_array(text: str) -> bool:
+    """True if the frame is a JSON array (a batching feed's frame); cheap for the usual ``{``."""
+    head = text[:1]
+    return head == "[" or head.isspace() and text.lstrip()[:1] == "["

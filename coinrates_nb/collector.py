@@ -18,13 +18,14 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from ._types import Pair, State
 from .config import Settings, redact_url
 from .exceptions import CollectorError
 from .frame import RollingFrame
-from .messages import ExchangeRate
+from .messages import ExchangeRate, RateBatch
 from .protocol import ClientProtocol
 from .status import Status, Telemetry
 
@@ -38,6 +39,9 @@ logger = logging.getLogger("coinrates_nb.collector")
 
 RateListener = Callable[[ExchangeRate, int], None]
 """Called on the collector thread for every stored update, with its receive time (ns)."""
+
+BatchListener = Callable[[RateBatch, int], None]
+"""Called on the collector thread for each batch of stored updates, with their receive time (ns)."""
 
 _REGISTRY: weakref.WeakValueDictionary[Hashable, Collector] = weakref.WeakValueDictionary()
 _ALL: weakref.WeakSet[Collector] = weakref.WeakSet()
@@ -73,6 +77,7 @@ class Collector:
         self.frame = RollingFrame(max_rows=max_rows, window=window)
         self.telemetry = Telemetry()
         self._listeners: list[RateListener] = []
+        self._batch_listeners: list[BatchListener] = []
         self._gaps: list[dict[str, Any]] = []
         self._open_gaps: dict[str, int] = {}
         self._last_seen: dict[str, int] = {}
@@ -161,7 +166,8 @@ class Collector:
         settings = self._active_settings
         try:
             asyncio.set_event_loop(loop)
-            self._session = Session(settings, self.protocol, self._on_rate, self.telemetry, self._on_disconnect)
+            self._session = Session(settings, self.protocol, self._on_rate, self.telemetry, self._on_disconnect,
+                                    batch_sink=self._on_rates)
             self._ready.set()
             loop.run_until_complete(self._session.run())
         except Exception as exc:  # noqa: BLE001 - top of the thread
@@ -197,6 +203,49 @@ class Collector:
             except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
                 logger.exception("rate listener %r failed", listener)
 
+    def _on_rates(self, rates: RateBatch, received_ns: int) -> None:
+        """Store a batch of fresh updates with one ``extend``; gaps, freshness and listeners as :meth:`_on_rate`.
+
+        Strings stay factorised (a few names per batch, codes per row), so nothing here costs
+        Python work per row unless a per-update listener is attached.
+        """
+        times = rates.time_ns
+        n = len(times)
+        pair_names, pair_codes = rates.pairs()
+        type_names, type_codes = rates.rate_types()
+        self.frame.extend_factorized(times, pair_codes, pair_names, rates.rate, type_codes, type_names,
+                                     np.full(n, received_ns, np.int64))
+        # Fresh rows grow in time per pair, so a pair's first row closes its gap and its last is its newest.
+        if len(pair_names) == 1:
+            firsts, lasts = {pair_names[0]: 0}, {pair_names[0]: n - 1}
+        else:
+            present, back = np.unique(pair_codes[::-1], return_index=True)
+            lasts = {pair_names[c]: n - 1 - i for c, i in zip(present.tolist(), back.tolist(), strict=True)}
+            firsts = {}
+            if self._open_gaps:
+                present, front = np.unique(pair_codes, return_index=True)
+                firsts = {pair_names[c]: i for c, i in zip(present.tolist(), front.tolist(), strict=True)}
+        if self._open_gaps:
+            for pair, i in firsts.items():
+                start = self._open_gaps.pop(pair, None)
+                if start is not None:
+                    self._gaps.append({"pair": pair, "start": start, "end": int(times[i]), "reason": "disconnect"})
+        for pair, i in lasts.items():
+            self._last_seen[pair] = int(times[i])
+        for batch_listener in self._batch_listeners:
+            try:
+                batch_listener(rates, received_ns)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
+                logger.exception("batch listener %r failed", batch_listener)
+        listeners = self._listeners
+        if listeners:
+            for msg in rates.updates():
+                for listener in listeners:
+                    try:
+                        listener(msg, received_ns)
+                    except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
+                        logger.exception("rate listener %r failed", listener)
+
     def _on_disconnect(self, now_ns: int) -> None:
         for pair, last in self._last_seen.items():
             self._open_gaps.setdefault(pair, last)
@@ -213,6 +262,21 @@ class Collector:
         def remove() -> None:
             if listener in self._listeners:
                 self._listeners = [fn for fn in self._listeners if fn is not listener]
+
+        return remove
+
+    def add_batch_listener(self, listener: BatchListener) -> Callable[[], None]:
+        """Call ``listener(batch, received_ns)`` on the collector thread for each batch of stored updates.
+
+        Under load the collector parses and stores queued frames together; a batch listener gets
+        them as columns (:class:`~coinrates_nb.messages.RateBatch`), which costs nothing per row.
+        Updates stored one by one do not reach it: use :meth:`add_listener` to see every update.
+        Returns a function that removes it.
+        """
+        self._batch_listeners = [*self._batch_listeners, listener]
+
+        def remove() -> None:
+            self._batch_listeners = [fn for fn in self._batch_listeners if fn is not listener]
 
         return remove
 

@@ -312,6 +312,46 @@ class RollingFrame:
         with self._lock:
             self._write_batch(times, codes, values, type_codes, received)
 
+    def extend_factorized(
+        self,
+        time_ns: npt.ArrayLike,
+        pair_codes: npt.ArrayLike,
+        pair_names: Sequence[Pair],
+        rates: npt.ArrayLike,
+        type_codes: npt.ArrayLike,
+        type_names: Sequence[str],
+        received_ns: npt.ArrayLike,
+    ) -> None:
+        """:meth:`extend` with pairs and rate types given factorised, as ``pd.factorize`` returns them.
+
+        Row ``i`` has pair ``pair_names[pair_codes[i]]`` and rate type
+        ``type_names[type_codes[i]]``. Only the few names are looked up, not a string per row:
+        the collector stores parsed batches this way.
+
+        Raises:
+            MessageError: If the columns differ in length, a code is out of range, or a pair is
+                not ``BASE/QUOTE``.
+        """
+        times = _as_ns(time_ns, "time_ns")
+        received = _as_ns(received_ns, "received_ns")
+        values = np.asarray(rates, dtype=np.float64)
+        pair_idx = np.asarray(pair_codes, dtype=np.intp)
+        type_idx = np.asarray(type_codes, dtype=np.intp)
+        n = len(times)
+        lengths = {"time_ns": n, "pair_codes": len(pair_idx), "rates": len(values), "type_codes": len(type_idx),
+                   "received_ns": len(received)}
+        if len(set(lengths.values())) != 1:
+            raise MessageError(f"extend columns differ in length: {lengths}", field="extend")
+        if n == 0:
+            return
+        for name, idx, names in (("pair_codes", pair_idx, pair_names), ("type_codes", type_idx, type_names)):
+            if idx.min() < 0 or idx.max() >= len(names):
+                raise MessageError(f"{name} must index the {len(names)} names given", field=name)
+        codes = self._codes(pair_names, self._pair_code, self._register_pair).astype(np.int16)[pair_idx]
+        types = self._codes(type_names, self._rate_type_code, self._register_rate_type).astype(np.int8)[type_idx]
+        with self._lock:
+            self._write_batch(times, codes, values, types, received)
+
     # -- reading ---------------------------------------------------------------------------
 
     def snapshot(self, pairs: Iterable[Pair] | None = None, since_ns: TimeNs | None = None) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any, Final, Literal, TypedDict, Union
@@ -31,6 +31,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "RateBatch",
+    "RateKey",
     "Reconnect",
     "ServerBatch",
     "ServerMessage",
@@ -459,8 +460,12 @@ _MIN_TIME_NS: Final = -(1 << 63)
 _MAX_TIME_NS: Final = (1 << 63) - 1
 
 
+def _is_asset(value: str) -> bool:
+    return bool(value) and "/" not in value and len(value) <= 32
+
+
 def _check_asset(value: str, name: str, data: str | bytes) -> None:
-    if not value or "/" in value or len(value) > 32:
+    if not _is_asset(value):
         raise MessageError("not an asset id", field=name, payload=data, kind=f"bad_{name}")
 
 
@@ -543,57 +548,90 @@ _TIME_FRAC_NS: Final = np.array([10**8, 10**7, 10**6, 10**5, 10**4, 10**3, 10**2
 """Nanoseconds per unit of each of the 7 fractional digits."""
 
 
+RateKey = tuple[AssetId, AssetId, str]
+"""``(base, quote, rate_type)``: what a batch factorises its rows by."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class RateBatch:
     """``exrate`` updates in arrival order, as columns: the batch form of :class:`ExchangeRate`.
 
-    Row ``i`` is ``ExchangeRate(base[i], quote[i], rate_type[i], time_ns[i], rate[i])``;
-    ``pair[i]`` is ``f"{base[i]}/{quote[i]}"``. Produced by :func:`parse_server_batch`, so
-    every row already passed the same checks as :func:`parse_server`.
+    Strings are factorised: row ``i`` is ``ExchangeRate(*keys[code[i]], time_ns[i], rate[i])``,
+    where ``keys`` holds each distinct ``(base, quote, rate_type)`` once, so consumers map a
+    handful of keys instead of a string per row. Produced by :func:`parse_server_batch`, so
+    every row already passed the same checks as :func:`parse_server`. ``keys`` may hold keys no
+    row uses (after :meth:`take`).
     """
 
-    base: list[AssetId]
-    quote: list[AssetId]
-    rate_type: list[str]
+    keys: list[RateKey]
+    code: npt.NDArray[np.intp]
     time_ns: npt.NDArray[np.int64]
     rate: npt.NDArray[np.float64]
-    pair: list[Pair]
 
     @classmethod
     def empty(cls) -> RateBatch:
         """A batch with no rows."""
-        return cls([], [], [], np.empty(0, np.int64), np.empty(0, np.float64), [])
+        return cls([], np.empty(0, np.intp), np.empty(0, np.int64), np.empty(0, np.float64))
 
     @classmethod
     def of(cls, updates: Sequence[ExchangeRate]) -> RateBatch:
         """Columns of ``updates`` (for tests, and to batch updates parsed one by one)."""
-        return cls([u.base for u in updates], [u.quote for u in updates], [u.rate_type for u in updates],
-                   np.fromiter((u.time_ns for u in updates), np.int64, len(updates)),
-                   np.fromiter((u.rate for u in updates), np.float64, len(updates)),
-                   [u.pair for u in updates])
+        keys, code = factorize([(u.base, u.quote, u.rate_type) for u in updates])
+        return cls(keys, code, np.fromiter((u.time_ns for u in updates), np.int64, len(updates)),
+                   np.fromiter((u.rate for u in updates), np.float64, len(updates)))
 
     def __len__(self) -> int:
-        return len(self.pair)
+        return len(self.code)
 
     def take(self, keep: npt.NDArray[np.bool_]) -> RateBatch:
         """The rows where ``keep`` is true, in order."""
-        mask = keep.tolist()
-        return RateBatch(list(compress(self.base, mask)), list(compress(self.quote, mask)),
-                         list(compress(self.rate_type, mask)), self.time_ns[keep], self.rate[keep],
-                         list(compress(self.pair, mask)))
+        return RateBatch(self.keys, self.code[keep], self.time_ns[keep], self.rate[keep])
 
     def head(self, n: int) -> RateBatch:
         """The first ``n`` rows."""
-        return RateBatch(self.base[:n], self.quote[:n], self.rate_type[:n], self.time_ns[:n], self.rate[:n],
-                         self.pair[:n])
+        return RateBatch(self.keys, self.code[:n], self.time_ns[:n], self.rate[:n])
+
+    def pairs(self) -> tuple[list[Pair], npt.NDArray[np.intp]]:
+        """Distinct ``BASE/QUOTE`` pairs of the keys (first-seen order), and each row's index in them."""
+        names: dict[Pair, int] = {}
+        of_key = [names.setdefault(f"{base}/{quote}", len(names)) for base, quote, _ in self.keys]
+        if len(names) == len(self.keys):
+            return list(names), self.code
+        return list(names), np.asarray(of_key, np.intp)[self.code]
+
+    def rate_types(self) -> tuple[list[str], npt.NDArray[np.intp]]:
+        """Distinct rate types of the keys (first-seen order), and each row's index in them."""
+        names: dict[str, int] = {}
+        of_key = [names.setdefault(rate_type, len(names)) for _, _, rate_type in self.keys]
+        if len(names) == len(self.keys):
+            return list(names), self.code
+        return list(names), np.asarray(of_key, np.intp)[self.code]
+
+    @property
+    def pair(self) -> list[Pair]:
+        """``BASE/QUOTE`` of each row (a string per row: prefer :meth:`pairs`)."""
+        names = [f"{base}/{quote}" for base, quote, _ in self.keys]
+        return [names[c] for c in self.code.tolist()]
+
+    @property
+    def rate_type(self) -> list[str]:
+        """``rate_type`` of each row (a string per row)."""
+        return [self.keys[c][2] for c in self.code.tolist()]
 
     def updates(self) -> list[ExchangeRate]:
         """One :class:`ExchangeRate` per row (for per-update listeners; costs a dataclass per row)."""
-        return [ExchangeRate(b, q, rt, t, r) for b, q, rt, t, r in
-                zip(self.base, self.quote, self.rate_type, self.time_ns.tolist(), self.rate.tolist(), strict=True)]
+        rows = zip(map(self.keys.__getitem__, self.code.tolist()), self.time_ns.tolist(), self.rate.tolist(), strict=True)
+        return [ExchangeRate(base, quote, rate_type, t, r) for (base, quote, rate_type), t, r in rows]
 
     def __repr__(self) -> str:
-        return f"<RateBatch {len(self):,} rows | {len(set(self.pair))} pairs>"
+        return f"<RateBatch {len(self):,} rows | {len(self.pairs()[0])} pairs>"
+
+
+def factorize(keys: Iterable[RateKey]) -> tuple[list[RateKey], npt.NDArray[np.intp]]:
+    """Distinct keys in first-seen order, and each row's index in them: one dict lookup per row."""
+    index: dict[RateKey, int] = {}
+    codes = [index.setdefault(key, len(index)) for key in keys]
+    return list(index), np.array(codes, np.intp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,16 +743,16 @@ def _exrate_columns(rows: list[_ExrateStruct], frames: Sequence[str | bytes], ev
         row_seq = np.arange(n)
     if n == 0:
         return ServerBatch(RateBatch.empty(), _order(events, row_seq), objects)
-    base = [r.asset_id_base for r in rows]
-    quote = [r.asset_id_quote for r in rows]
-    rate_type = [r.rate_type for r in rows]
+    index: dict[RateKey, int] = {}  # factorize(), inlined: this comprehension is the hottest line per row
+    code = np.array([index.setdefault((r.asset_id_base, r.asset_id_quote, r.rate_type), len(index)) for r in rows],
+                    np.intp)
+    keys = list(index)
     time_ns, doubt = times_ns([r.time for r in rows])
     rate = np.fromiter([r.rate for r in rows], np.float64, n)
     doubt |= ~((rate > 0.0) & (rate <= MAX_RATE))  # NaN fails both comparisons
-    for column in (base, quote):
-        wrong = {value for value in set(column) if not value or "/" in value or len(value) > 32}
-        if wrong:
-            doubt |= np.fromiter((value in wrong for value in column), bool, n)
+    wrong = [i for i, (base, quote, _) in enumerate(keys) if not _is_asset(base) or not _is_asset(quote)]
+    if wrong:
+        doubt |= np.isin(code, wrong)
     if doubt.any():
         keep = np.ones(n, bool)
         for i in np.flatnonzero(doubt).tolist():
@@ -727,12 +765,8 @@ def _exrate_columns(rows: list[_ExrateStruct], frames: Sequence[str | bytes], ev
                 keep[i] = False
                 events.append((int(row_seq[i]), frame, exc))
         if not keep.all():
-            mask = keep.tolist()
-            base, quote = list(compress(base, mask)), list(compress(quote, mask))
-            rate_type = list(compress(rate_type, mask))
-            time_ns, rate, row_seq = time_ns[keep], rate[keep], row_seq[keep]
-    pair = [f"{b}/{q}" for b, q in zip(base, quote, strict=True)]
-    return ServerBatch(RateBatch(base, quote, rate_type, time_ns, rate, pair), _order(events, row_seq), objects)
+            code, time_ns, rate, row_seq = code[keep], time_ns[keep], rate[keep], row_seq[keep]
+    return ServerBatch(RateBatch(keys, code, time_ns, rate), _order(events, row_seq), objects)
 
 
 def _order(events: list[tuple[int, int, Any]], row_seq: npt.NDArray[np.intp]) -> list[BatchEvent]:

@@ -239,17 +239,14 @@ class ClientProtocol:
         if n == 0:
             return rates
         times = rates.time_ns
-        names = list(dict.fromkeys(rates.pair))
+        names, codes = rates.pairs()
         keys = [split_pair(name) for name in names]
         floor = np.iinfo(np.int64).min  # below any time a message can carry (messages.exchange_rate)
         last = np.array([self.last_time.get(key, floor) for key in keys], np.int64)
         if len(names) == 1:
             order = None
-            codes = np.zeros(n, np.intp)
             sorted_times, sorted_codes = times, codes
         else:
-            index = {name: i for i, name in enumerate(names)}
-            codes = np.fromiter(map(index.__getitem__, rates.pair), np.intp, n)
             order = np.argsort(codes, kind="stable")
             sorted_times, sorted_codes = times[order], codes[order]
         starts = np.ones(n, bool)
