@@ -346,8 +346,9 @@ class Session:
             if debug:
                 for data in frames:
                     logger.debug("frame %s", data[:200] if isinstance(data, str) else f"<{len(data)} bytes>")
-            if len(frames) >= BATCH_MIN and (hold is None or not hold.open):
-                self._deliver_batch(frames, received)
+            if (hold is None or not hold.open) and (
+                    len(frames) >= BATCH_MIN or any(type(d) is str and _is_array(d) for d in frames)):
+                self._deliver_batch(frames, received)  # array frames (a batching feed) hold many updates each
                 continue
             for data in frames:
                 if type(data) is str and _is_array(data):  # a batching feed's frame (not CoinAPI): bypasses a hold
