@@ -34,7 +34,7 @@ from .messages import ErrorMessage, ExchangeRate, Heartbeat, Hello, Reconnect, S
 from .status import Status
 
 if TYPE_CHECKING:
-    from .simulator import Simulator
+    from .simulator import Simulator as Simulator
 
 __version__ = "0.1.0"
 

@@ -12,15 +12,19 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .collector import Collector
 
 DEMO_PAIRS = ("BTC/USD", "ETH/USD", "SOL/USD", "BTC/EUR")
 
 
-def _table(rates: object) -> str:
+def _table(rates: Collector) -> str:
     """The latest rates as aligned text lines."""
-    import pandas as pd
-
-    latest: pd.DataFrame = rates.latest()  # type: ignore[attr-defined]
+    latest = rates.latest()
     lines = [f"{'pair':<10} {'rate':>16} {'time (UTC)':<30} {'age':>8}"]
     for pair, row in latest.iterrows():
         age_ms = row["age"] / pd.Timedelta(milliseconds=1)
@@ -61,20 +65,15 @@ def demo(seconds: float, out: Path, pairs: tuple[str, ...], rate_hz: float) -> i
     return 0
 
 
-def _table_from(df: object) -> str:
-    import pandas as pd
-
-    frame: pd.DataFrame = df  # type: ignore[assignment]
+def _table_from(frame: pd.DataFrame) -> str:
+    """The last rate of each pair in ``frame`` as text lines."""
     last = frame.groupby("pair", observed=True).tail(1).reset_index().set_index("pair")
     return "\n".join(f"{pair:<10} {row['rate']:>16,.4f}  {row['time'].isoformat()}" for pair, row in last.iterrows())
 
 
-def _write_chart(df: object, path: Path) -> None:
+def _write_chart(frame: pd.DataFrame, path: Path) -> None:
     """A standalone Plotly HTML: each pair rebased to 100, so different magnitudes share an axis."""
-    import pandas as pd
     import plotly.graph_objects as go
-
-    frame: pd.DataFrame = df  # type: ignore[assignment]
     fig = go.Figure()
     for pair, group in frame.groupby("pair", observed=True):
         rebased = group["rate"] / group["rate"].iloc[0] * 100.0

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any, Final, Literal, TypedDict, Union
+from typing import Any, Final, Literal, TypedDict
 
 import msgspec
 import numpy as np
@@ -169,7 +169,7 @@ def parse_time_any(text: str, field_name: str = "time") -> TimeNs:
 def format_time(ns: TimeNs) -> str:
     """Format UTC nanoseconds the way CoinAPI does: ``YYYY-MM-DDTHH:MM:SS.fffffffZ`` (§7)."""
     seconds, rem = divmod(ns, _NS_PER_S)
-    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
     return f"{stamp:%Y-%m-%dT%H:%M:%S}.{rem // 100:07d}Z"
 
 
@@ -259,7 +259,7 @@ class Unsubscribe(_ScopeMessage):
     type: str = "unsubscribe"
 
 
-ClientMessage = Union[Hello, Subscribe, Unsubscribe]
+ClientMessage = Hello | Subscribe | Unsubscribe
 _CLIENT_TYPES: Final[dict[str, type[_ScopeMessage]]] = {"hello": Hello, "subscribe": Subscribe, "unsubscribe": Unsubscribe}
 _JSON: Final = msgspec.json.Decoder()
 
@@ -419,7 +419,7 @@ class Unknown:
     type = "unknown"
 
 
-ServerMessage = Union[ExchangeRate, Heartbeat, ErrorMessage, Reconnect, Unknown]
+ServerMessage = ExchangeRate | Heartbeat | ErrorMessage | Reconnect | Unknown
 
 
 # gc=False: these hold only str/float, so they cannot form cycles; untracked, a batch of a thousand
@@ -449,7 +449,7 @@ class _ReconnectStruct(msgspec.Struct, tag_field="type", tag="reconnect", gc=Fal
     before_time: str = ""
 
 
-_ServerStruct = Union[_ExrateStruct, _HearbeatStruct, _HeartbeatStruct, _ErrorStruct, _ReconnectStruct]
+_ServerStruct = _ExrateStruct | _HearbeatStruct | _HeartbeatStruct | _ErrorStruct | _ReconnectStruct
 _SERVER: Final = msgspec.json.Decoder(_ServerStruct)
 _ERROR_FIELD_RE: Final = re.compile(r"at `\$\.([A-Za-z_]+)`")
 _MISSING_FIELD_RE: Final = re.compile(r"missing required field `([A-Za-z_]+)`")
