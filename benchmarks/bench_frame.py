@@ -29,6 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from _common import record as record_figure  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
+
 from coinrates_nb._types import RATE_TYPES  # noqa: E402
 from coinrates_nb.frame import RollingFrame  # noqa: E402
 
@@ -114,11 +116,16 @@ def bench_append(sizes: Sizes) -> tuple[list[tuple[str, str]], float]:
     Returns the table rows and the median µs/row after the long run.
     """
     out: list[tuple[str, str]] = []
+    ring_costs = []
     for capacity in (sizes.small_ring, sizes.large_ring):
         frame = RollingFrame(max_rows=capacity)
         fill(frame, 0, capacity)  # start full, so every timed append also evicts
         cost = Stat.of([time_appends(frame, capacity + k * sizes.chunk, sizes.chunk) / 1e3 for k in range(sizes.runs)])
         out.append((f"RollingFrame.append, full ring of {capacity:,}", cost.show("µs/row", 3)))
+        ring_costs.append(cost.median)
+    record_figure(f"append at {sizes.large_ring:,} rows / at {sizes.small_ring:,}", ring_costs[1] / ring_costs[0], "ratio",
+                  target="0.8-1.2", met=0.8 <= ring_costs[1] / ring_costs[0] <= 1.2, script="bench_frame.py",
+                  note=f"{ring_costs[1]:.3f} vs {ring_costs[0]:.3f} µs/row")
 
     frame = RollingFrame(max_rows=sizes.large_ring, window="15min")
     fresh = [time_appends(frame, k * sizes.chunk, sizes.chunk) for k in range(sizes.runs)]
@@ -130,6 +137,9 @@ def bench_append(sizes: Sizes) -> tuple[list[tuple[str, str]], float]:
     later = [time_appends(frame, done + k * sizes.chunk, sizes.chunk) for k in range(sizes.runs)]
     first, late = Stat.of([v / 1e3 for v in fresh]), Stat.of([v / 1e3 for v in later])
     every = Stat.of([v / 1e3 for v in fresh + long_chunks + later])
+    record_figure(f"append after {sizes.long_run:,} appends / first", late.median / first.median, "ratio", target="<= 1.2",
+                  met=late.median / first.median <= 1.2, script="bench_frame.py",
+                  note=f"{late.median:.3f} vs {first.median:.3f} µs/row")
     out += [
         (f"ring {sizes.large_ring:,} + 15min window, first appends", first.show("µs/row", 3)),
         (f"  same frame after {sizes.long_run:,} appends", late.show("µs/row", 3)),
@@ -198,6 +208,9 @@ def bench_snapshot_and_memory(sizes: Sizes) -> tuple[list[tuple[str, str]], list
     naive, naive_df = timed(lambda: pd.DataFrame(records), sizes.runs)
     same, same_df = timed(naive_same_dtypes, sizes.runs)
     assert len(snap) == len(naive_df) == len(same_df) == n
+    record_figure(f"snapshot of {n:,} rows: list of dicts / ours", naive.median / ours.median, "x", target=">= 20",
+                  met=naive.median / ours.median >= 20, script="bench_frame.py",
+                  note=f"ours {ours.median:.2f} ms, pd.DataFrame(list_of_dicts) {naive.median:.1f} ms")
     timings = [
         (f"RollingFrame.snapshot(), {n:,} rows", ours.show("ms")),
         (f"pd.DataFrame(list_of_dicts), {n:,} rows", f"{naive.show('ms')}  = {naive.median / ours.median:,.1f}x ours"),
@@ -207,6 +220,10 @@ def bench_snapshot_and_memory(sizes: Sizes) -> tuple[list[tuple[str, str]], list
     def per_row(df: pd.DataFrame) -> float:
         return float(df.memory_usage(deep=True, index=True).sum()) / len(df)
 
+    record_figure("memory per row in the window", frame.nbytes / frame.capacity, "B/row", target="<= 32",
+                  met=frame.nbytes / frame.capacity <= 32, script="bench_frame.py",
+                  note=f"DataFrame of the same rows: {per_row(naive_df):,.0f} B/row (list of dicts), "
+                       f"{per_row(snap):,.0f} B/row (snapshot)")
     memory = [
         ("RollingFrame ring columns (preallocated)", f"{frame.nbytes / frame.capacity:,.1f} B/row"),
         ("snapshot DataFrame, memory_usage(deep=True)", f"{per_row(snap):,.1f} B/row"),

@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import plotly.graph_objects as go  # noqa: E402
+from _common import record as record_figure  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
 
 from coinrates_nb.frame import RollingFrame  # noqa: E402
 from coinrates_nb.plots import ChartView, date_template  # noqa: E402
@@ -205,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_trace = ours_bytes.median / n
         core = ours_ms.median * 2 / 1000 * 100
         ok &= per_trace <= TARGET_BYTES_PER_TRACE and core <= TARGET_CORE_PCT_AT_2HZ
+        where = f"{sizes.window:,}-row window, {n} trace{'s' * (n != 1)}"
+        record_figure(f"chart refresh payload per trace ({where})", per_trace / 1000, "kB", target="<= 64",
+                      met=per_trace <= TARGET_BYTES_PER_TRACE, script="bench_refresh.py",
+                      note=f"naive datetime64: {naive_bytes.median / n / 1000:,.0f} kB")
+        record_figure(f"chart refresh Python at 2 Hz ({where})", core, "% core", target="<= 5",
+                      met=core <= TARGET_CORE_PCT_AT_2HZ, low=ours_ms.low * 0.2, high=ours_ms.high * 0.2,
+                      script="bench_refresh.py", note=f"{ours_ms.median:.1f} ms per refresh; naive {naive_ms.median * 0.2:.0f} %")
         title = f"{n} trace{'s' * (n != 1)}, {sizes.window // n:,} rows each"
         width = 40
         print(f"\n{title}\n" + "-" * (width + 44))

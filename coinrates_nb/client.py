@@ -49,7 +49,7 @@ TICK = 0.1
 """Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
 
 
-BATCH_MIN = 32
+BATCH_MIN = 64
 """Frames taken together from which they are parsed and stored as one batch, not one by one.
 
 Below it the vectorised path's fixed cost (a few dozen NumPy calls) exceeds what it saves

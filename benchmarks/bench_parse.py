@@ -1,0 +1,225 @@
+"""Library work per message (parse + timestamp + dedupe + store) against the cost of receiving one frame.
+
+The ceiling of a pure-Python client is receiving a WebSocket frame with ``websockets``
+(``../shared/NOTES.md``); what the library adds per message should be small next to it. Both are
+measured in the same run, as CPU time per message (``time.process_time``, robust to other
+processes on the machine):
+
+* **bare receive**: a loop that only ``await ws.recv()``s frames from the feed process;
+* **library work**: what the session does with frames once received, on the same frames:
+  ``ClientProtocol.receive_batch`` (typed decode, all times of the batch at once, vectorised
+  validity and per-pair dedupe) and the collector's store (one ``RollingFrame.extend`` into a
+  full 100k-row window), driven through the real ``Session._deliver_batch``. Batches are cut at
+  the size the session forms under load (measured here, against the same feed) and at fixed
+  sizes; "one by one" is the per-frame path the session uses for fewer than ``BATCH_MIN``;
+* **naive**: ``json.loads`` + ``pd.Timestamp`` + ``pd.concat`` of a one-row frame per message.
+
+Usage::
+
+    python benchmarks/bench_parse.py            # about a minute
+    python benchmarks/bench_parse.py --quick    # CI smoke: a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from _common import Stat, machine_line, print_table, record_stat  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+import coinrates_nb as cr  # noqa: E402
+from coinrates_nb.client import BATCH_MIN, Session  # noqa: E402
+from coinrates_nb.collector import Collector  # noqa: E402
+from coinrates_nb.feed import DEFAULT_PAIRS, FeedProcess, build_payloads  # noqa: E402
+from coinrates_nb.messages import _FRAME, Hello, parse_server_batch, times_ns  # noqa: E402
+from coinrates_nb.protocol import ClientProtocol  # noqa: E402
+
+SCRIPT = "bench_parse.py"
+TARGET_RATIO = 0.25
+
+
+@dataclass(frozen=True)
+class Sizes:
+    frames: int  # bare loop frames per run
+    runs: int
+    window: int
+    timed: int  # messages timed per library run (after the window is full)
+    naive: int
+
+
+FULL = Sizes(frames=200_000, runs=7, window=100_000, timed=200_000, naive=2_000)
+QUICK = Sizes(frames=40_000, runs=3, window=10_000, timed=30_000, naive=300)
+
+
+def bare_cpu(url: str, pairs: Sequence[str], frames: int) -> float:
+    """CPU µs per frame of a loop that only receives frames."""
+
+    async def run() -> float:
+        async with connect(url, max_queue=1024, max_size=1 << 20) as ws:
+            await ws.send(Hello(assets=tuple(pairs)).to_json())
+            await ws.recv()
+            began = time.process_time()
+            for _ in range(frames - 1):
+                await ws.recv()
+            return (time.process_time() - began) / (frames - 1) * 1e6
+
+    return asyncio.run(run())
+
+
+def session_batch_sizes(url: str, pairs: Sequence[str], updates: int, window: int) -> list[int]:
+    """Sizes of the batches a collector forms against the feed (as fast as it can read)."""
+    rates = cr.stream(list(pairs), url=url, max_rows=window, start=False)
+    sizes: list[int] = []
+    rates.add_batch_listener(lambda batch, _received: sizes.append(len(batch)))
+    rates.start()
+    try:
+        deadline = time.monotonic() + 120
+        while rates.frame.appended < updates and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        rates.stop()
+    return sizes
+
+
+def offline_session(window: int) -> tuple[Collector, Session]:
+    """A collector that is never started, and a session wired to it as ``Collector.start`` does."""
+    rates = Collector(list(DEFAULT_PAIRS), cr.Settings.resolve("ws://127.0.0.1:9"), max_rows=window)
+    session = Session(rates.settings, rates.protocol, rates._on_rate, rates.telemetry, batch_sink=rates._on_rates)
+    return rates, session
+
+
+def library_cpu(frames: list[str], window: int, batch: int) -> float:
+    """CPU µs per message for the session's handling of ``frames`` in batches of ``batch`` (1: one by one)."""
+    rates, session = offline_session(window)
+    received = time.time_ns()
+    warm, timed = frames[:window], frames[window:]
+    deliver: Callable[[list[str]], None]
+    if batch == 1:
+        protocol = rates.protocol
+
+        def deliver(chunk: list[str]) -> None:
+            for data in chunk:
+                session._deliver(protocol.receive(data, 0.0), received, None)
+    else:
+        def deliver(chunk: list[str]) -> None:
+            session._deliver_batch(chunk, received)  # type: ignore[arg-type]
+    for lo in range(0, len(warm), 4096):
+        session._deliver_batch(warm[lo:lo + 4096], received)  # type: ignore[arg-type]
+    chunks = [timed[lo:lo + batch] for lo in range(0, len(timed), batch)]
+    gc.collect()
+    began = time.process_time()
+    for chunk in chunks:
+        deliver(chunk)
+    cost = (time.process_time() - began) / len(timed) * 1e6
+    assert rates.frame.appended == len(frames) and len(rates.frame) == window
+    return cost
+
+
+def breakdown(frames: list[str], batch: int) -> dict[str, float]:
+    """CPU µs per message of the stages of one batch: decode, times, the rest of parsing, dedupe, store."""
+    chunks = [frames[lo:lo + batch] for lo in range(0, len(frames), batch)]
+    n = len(frames)
+    out: dict[str, float] = {}
+
+    def clock(name: str, fn: Callable[[list[str]], object], inputs: Sequence[object]) -> list[object]:
+        best = float("inf")
+        for _ in range(3):  # best of three: a breakdown, not a headline
+            gc.collect()
+            began = time.process_time()
+            results = [fn(x) for x in inputs]  # type: ignore[arg-type]
+            best = min(best, time.process_time() - began)
+        out[name] = best / n * 1e6
+        return results
+
+    clock("typed decode (msgspec, per frame)", lambda c: [_FRAME.decode(f) for f in c], chunks)
+    texts = [[f[f.index('"time":"') + 8:][:28] for f in c] for c in chunks]
+    clock("times of the batch (NumPy)", times_ns, texts)
+    parsed = clock("parse_server_batch (all of parsing)", parse_server_batch, chunks)
+    clock("per-pair dedupe (fresh_batch)", lambda p: ClientProtocol(None).fresh_batch(p.rates), parsed)  # type: ignore[attr-defined]
+    rates, _ = offline_session(100_000)
+    received = time.time_ns()
+    clock("store (Collector._on_rates: extend ...)", lambda p: rates._on_rates(p.rates, received), parsed)  # type: ignore[attr-defined]
+    return out
+
+
+def naive_cpu(frames: list[str], messages: int) -> Stat:
+    """CPU µs per message of json.loads + pd.Timestamp + pd.concat, over the last tenth of the run."""
+    df = pd.DataFrame()
+    costs = []
+    for data in frames[:messages]:
+        began = time.process_time()
+        msg = json.loads(data)
+        row = {"time": pd.Timestamp(msg["time"]), "pair": f"{msg['asset_id_base']}/{msg['asset_id_quote']}",
+               "rate": msg["rate"], "rate_type": msg["rate_type"]}
+        df = pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+        costs.append((time.process_time() - began) * 1e6)
+    tail = costs[-max(1, messages // 10):]
+    return Stat(float(np.median(tail)), float(np.percentile(tail, 10)), float(np.percentile(tail, 90)), len(tail))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short runs for a CI smoke test")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    print(f"coinrates_nb library-work benchmark{' (--quick)' if args.quick else ''}: {machine_line()}")
+    print(f"CPU time per message; {sizes.runs} runs per figure, median [min-max]; store into a full "
+          f"{sizes.window:,}-row window")
+
+    frames = [p.decode() for p in build_payloads(sizes.window + sizes.timed)]
+    with FeedProcess(frames=sizes.frames) as feed:
+        formed = session_batch_sizes(feed.url, feed.pairs, sizes.frames, sizes.window)
+        observed = int(np.median(formed)) if formed else BATCH_MIN
+        bares, ours = [], []
+        for _ in range(sizes.runs):  # alternate, so slow drifts of the machine hit both alike
+            bares.append(bare_cpu(feed.url, feed.pairs, sizes.frames))
+            ours.append(library_cpu(frames, sizes.window, observed))
+    bare, headline = Stat.of(bares), Stat.of(ours)
+    ratio = Stat.of([o / b for o, b in zip(ours, bares, strict=True)])
+    met = ratio.median <= TARGET_RATIO
+
+    rows: list[tuple[str, str]] = [
+        ("bare websockets receive, per frame", bare.show("µs", 2)),
+        (f"library work, batches of {observed:,} (formed under load)", headline.show("µs", 2)),
+        ("  library / bare receive (paired runs)", f"{ratio.show('', 3)}   target <= {TARGET_RATIO}: "
+                                                  f"{'met' if met else 'MISSED'}"),
+        (f"  frames per batch under load (median of {len(formed):,})", f"{observed:,}"),
+    ]
+    by_batch: dict[int, Stat] = {}
+    for batch in sorted({1, BATCH_MIN, 256, 1024}):
+        stat = by_batch[batch] = Stat.of([library_cpu(frames, sizes.window, batch) for _ in range(max(3, sizes.runs // 2))])
+        label = "one by one (fewer than BATCH_MIN frames)" if batch == 1 else f"batches of {batch:,}"
+        rows.append((f"library work, {label}", f"{stat.show('µs', 2)} = {stat.median / bare.median:.0%} of a frame"))
+    naive = naive_cpu(frames, sizes.naive)
+    rows.append((f"naive json + pd.concat, messages {sizes.naive * 9 // 10:,}-{sizes.naive:,} (p10-p90)",
+                 f"{naive.show('µs', 0)} = {naive.median / headline.median:,.0f}x ours"))
+    record_stat("library work per message / bare receive per frame", ratio, "ratio", target=f"<= {TARGET_RATIO}",
+                met=met, script=SCRIPT, note=f"{headline.median:.2f} vs {bare.median:.2f} µs CPU; batches of {observed:,}")
+    record_stat("library work per message, one by one", by_batch[1], "µs", script=SCRIPT,
+                note=f"{by_batch[1].median / bare.median:.0%} of a {bare.median:.2f} µs frame: why batches")
+    record_stat("naive json + pd.concat per message", naive, "µs", script=SCRIPT,
+                note=f"{naive.median / headline.median:,.0f}x ours, at {sizes.naive:,} rows")
+    stages = breakdown(frames[:sizes.timed], observed)
+    print_table("library work per message vs receiving one frame", rows)
+    print_table(f"where library time goes, batches of {observed:,} (µs per message)",
+                [(name, f"{value:.3f}") for name, value in stages.items()])
+    print(f"\ntotal {time.perf_counter() - began:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
