@@ -44,7 +44,7 @@ import coinrates_nb as cr  # noqa: E402
 from coinrates_nb.client import BATCH_MIN, Session  # noqa: E402
 from coinrates_nb.collector import Collector  # noqa: E402
 from coinrates_nb.feed import DEFAULT_PAIRS, FeedProcess, build_payloads  # noqa: E402
-from coinrates_nb.messages import _FRAME, Hello, parse_server_batch, times_ns  # noqa: E402
+from coinrates_nb.messages import _FRAME, Hello, RateBatch, parse_server_batch, times_ns  # noqa: E402
 from coinrates_nb.protocol import ClientProtocol  # noqa: E402
 
 SCRIPT = "bench_parse.py"
@@ -58,10 +58,11 @@ class Sizes:
     window: int
     timed: int  # messages timed per library run (after the window is full)
     naive: int
+    big_window: int  # the large window of the store-by-window-size figure
 
 
-FULL = Sizes(frames=200_000, runs=7, window=100_000, timed=200_000, naive=2_000)
-QUICK = Sizes(frames=40_000, runs=3, window=10_000, timed=30_000, naive=300)
+FULL = Sizes(frames=200_000, runs=7, window=100_000, timed=200_000, naive=2_000, big_window=1_000_000)
+QUICK = Sizes(frames=40_000, runs=3, window=10_000, timed=30_000, naive=300, big_window=100_000)
 
 
 def bare_cpu(url: str, pairs: Sequence[str], frames: int) -> float:
@@ -155,6 +156,36 @@ def breakdown(frames: list[str], batch: int) -> dict[str, float]:
     return out
 
 
+def store_by_window(frames: list[str], batch: int, windows: tuple[int, int], runs: int, rows: int) -> dict[int, list[float]]:
+    """CPU µs per row of the collector's batch store (``Collector._on_rates``) into full windows of two sizes.
+
+    The same parsed batch is stored again and again with its times moved forward, alternating
+    between the two collectors, so the machine's load drifts out of the comparison.
+    """
+    template = parse_server_batch(frames[:batch]).rates
+    span = int(template.time_ns[-1] - template.time_ns[0]) + 100
+    stores = {w: offline_session(w)[0] for w in windows}
+    shift = {w: 0 for w in windows}
+
+    def store(window: int, n_batches: int) -> None:
+        rates = stores[window]
+        for _ in range(n_batches):
+            shift[window] += span
+            rates._on_rates(RateBatch(template.keys, template.code, template.time_ns + shift[window], template.rate), 0)
+
+    for window in windows:
+        store(window, -(-window // batch) + 1)  # fill: every timed row also evicts one
+    costs: dict[int, list[float]] = {w: [] for w in windows}
+    n_batches = max(1, rows // batch)
+    for _ in range(runs):
+        for window in windows:
+            gc.collect()
+            began = time.process_time()
+            store(window, n_batches)
+            costs[window].append((time.process_time() - began) / (n_batches * batch) * 1e6)
+    return costs
+
+
 def naive_cpu(frames: list[str], messages: int) -> Stat:
     """CPU µs per message of json.loads + pd.Timestamp + pd.concat, over the last tenth of the run."""
     df = pd.DataFrame()
@@ -213,6 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 note=f"{by_batch[1].median / bare.median:.0%} of a {bare.median:.2f} µs frame: why batches")
     record_stat("naive json + pd.concat per message", naive, "µs", script=SCRIPT,
                 note=f"{naive.median / headline.median:,.0f}x ours, at {sizes.naive:,} rows")
+    small, large = 10_000, sizes.big_window
+    stored = store_by_window(frames, observed, (small, large), sizes.runs, sizes.timed)
+    growth = Stat.of([b / a for a, b in zip(stored[small], stored[large], strict=True)])
+    rows.append((f"store per row, batches of {observed:,}: {large:,} | {small:,}-row window",
+                 f"{Stat.of(stored[large]).show('µs', 3)} | {Stat.of(stored[small]).show('µs', 3)}"))
+    record_stat(f"batch store per row at {large:,} rows / at {small:,}", growth, "ratio", target="0.8-1.2",
+                met=0.8 <= growth.median <= 1.2, script=SCRIPT,
+                note=f"the collector's own write path (extend, batches of {observed:,}), paired runs")
     stages = breakdown(frames[:sizes.timed], observed)
     print_table("library work per message vs receiving one frame", rows)
     print_table(f"where library time goes, batches of {observed:,} (µs per message)",
