@@ -529,9 +529,9 @@ def _parse_slow(data: str | bytes, exc: msgspec.ValidationError) -> ServerMessag
 #
 # Receiving a frame with ``websockets`` costs a few µs; parsing each update into a dataclass and
 # its time with a per-message ``parse_time`` costs about as much again. When frames queue up,
-# the client parses them together instead: one typed msgspec decode per frame, every time
-# string of the batch converted in one pyarrow cast, validity checked with NumPy, and the
-# updates kept as columns (``../shared/NOTES.md``, "pandas, parsing, transport"). Anything the
+# the client parses them together instead: one typed msgspec decode per frame, the strings of
+# each update factorised, every time string of the batch converted in one NumPy pass, validity
+# checked with NumPy, and the updates kept as columns (``benchmarks/bench_parse.py``). Anything the
 # vectorised checks cannot vouch for goes through the scalar functions above, so a batch gives
 # exactly the messages, values and errors that parsing its frames one by one gives.
 
@@ -576,7 +576,7 @@ class RateBatch:
     @classmethod
     def of(cls, updates: Sequence[ExchangeRate]) -> RateBatch:
         """Columns of ``updates`` (for tests, and to batch updates parsed one by one)."""
-        keys, code = factorize([(u.base, u.quote, u.rate_type) for u in updates])
+        keys, code = _factorize([(u.base, u.quote, u.rate_type) for u in updates])
         return cls(keys, code, np.fromiter((u.time_ns for u in updates), np.int64, len(updates)),
                    np.fromiter((u.rate for u in updates), np.float64, len(updates)))
 
@@ -627,7 +627,7 @@ class RateBatch:
         return f"<RateBatch {len(self):,} rows | {len(self.pairs()[0])} pairs>"
 
 
-def factorize(keys: Iterable[RateKey]) -> tuple[list[RateKey], npt.NDArray[np.intp]]:
+def _factorize(keys: Iterable[RateKey]) -> tuple[list[RateKey], npt.NDArray[np.intp]]:
     """Distinct keys in first-seen order, and each row's index in them: one dict lookup per row."""
     index: dict[RateKey, int] = {}
     codes = [index.setdefault(key, len(index)) for key in keys]
@@ -743,7 +743,7 @@ def _exrate_columns(rows: list[_ExrateStruct], frames: Sequence[str | bytes], ev
         row_seq = np.arange(n)
     if n == 0:
         return ServerBatch(RateBatch.empty(), _order(events, row_seq), objects)
-    index: dict[RateKey, int] = {}  # factorize(), inlined: this comprehension is the hottest line per row
+    index: dict[RateKey, int] = {}  # _factorize(), inlined: this comprehension is the hottest line per row
     code = np.array([index.setdefault((r.asset_id_base, r.asset_id_quote, r.rate_type), len(index)) for r in rows],
                     np.intp)
     keys = list(index)
