@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import coinrates_nb as cr
+from coinrates_nb.messages import Hello
 from coinrates_nb.simulator import Simulator
 from tests.helpers import wait_until
 
@@ -73,8 +74,10 @@ def test_reconnect_after_drop_resubscribes(rates: cr.Collector, simulator: Simul
     simulator.drop_connections()
     wait_until(lambda: simulator.total_connections >= 2 and rates.status.state == "connected", timeout=20)
     wait_until(lambda: rates.status.reconnects >= 1, timeout=10)
-    last_hello = simulator.hellos[-1]
-    assert set(last_hello.assets or ()) == {*PAIRS, "SOL/USD"}
+    # the server may process the new hello a moment after the client reports "connected"
+    want = {*PAIRS, "SOL/USD"}
+    wait_until(lambda: isinstance(simulator.hellos[-1], Hello) and set(simulator.hellos[-1].assets or ()) == want,
+               timeout=10, message="the reconnect hello did not carry the whole current scope")
     n = rates.status.rates
     wait_until(lambda: rates.status.rates > n + 10, timeout=20, message="no data after reconnect")
     gaps = rates.gaps
