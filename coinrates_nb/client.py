@@ -17,6 +17,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.protocol import State
 from websockets.typing import Data
 from websockets.version import version as websockets_version
 
@@ -63,7 +64,8 @@ SWITCH_MAX = 30.0
 normally ~10, §4.2); past that it is closed and the held updates of the new one are released."""
 
 SWITCH_GRACE = 1.0
-"""Seconds past the notice's deadline the old connection may take to close."""
+"""Seconds past the notice's deadline an old connection may stay open with nothing queued
+before it is cut; one that is closing is read to its end (up to ``SWITCH_MAX``)."""
 
 HOLD_MAX = 131_072
 """Most updates held back during a switch: the server's own per-connection buffer (§5)."""
@@ -285,15 +287,24 @@ class Session:
         hold = _Hold()
         new_reader: asyncio.Future[None] = asyncio.ensure_future(self._read(new, hold))
         self.current = new
-        wait = min(max(0.0, deadline - time.monotonic()), SWITCH_MAX) + SWITCH_GRACE
+        now = time.monotonic()
+        soft = now + min(max(0.0, deadline - now), SWITCH_MAX) + SWITCH_GRACE
+        hard = now + SWITCH_MAX + SWITCH_GRACE
 
         async def drain() -> None:
+            # Read the old link to its end: the server closes it at the deadline, and what it
+            # sent before is still queued here if we lag. Past the deadline (+ grace) an old link
+            # that is still open with nothing queued is cut; after SWITCH_MAX, any old link is.
             try:
-                await asyncio.wait_for(asyncio.shield(old_reader), timeout=wait)
-            except (TimeoutError, Exception):  # noqa: BLE001 - the old link is going away anyway
-                pass
+                while not old_reader.done():
+                    now = time.monotonic()
+                    if now >= hard or now >= soft and old.state is State.OPEN and _queued_frames(old) == 0:
+                        break
+                    await asyncio.wait({old_reader}, timeout=TICK)
             finally:
                 old_reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await old_reader
                 self._release(hold)
                 await _close_quietly(old)
 

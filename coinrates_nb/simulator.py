@@ -1019,6 +1019,11 @@ class Simulator:
             elif t > self._model_ns:
                 self._model.step((t - self._model_ns) / 1e9)
                 self._model_ns = t
+            else:
+                # An instant at or before one already emitted (a wake-up soon after a late one):
+                # skip it, so every connection sees one update per instant with the same time,
+                # as two links to the real server would.
+                continue
             for client in clients:
                 if not client.closing:
                     self._emit(client, t, cache)

@@ -73,7 +73,8 @@ def check_ledger(sim: Simulator, rates: cr.Collector, *, complete: set[int] | No
     for cid, entries in ledger.items():
         read = max((i + 1 for i, e in enumerate(entries) if e in held), default=0)
         missing = [e for e in entries[:read] if e not in held]
-        assert not missing, f"connection {cid}: {len(missing)} of the first {read} updates missing, e.g. {missing[:3]}"
+        assert not missing, (f"connection {cid}: {len(missing)} of the first {read} updates missing, e.g. "
+                             f"{missing[:3]}; {_where(missing[0], ledger, rows)}")
         if complete is not None and cid in complete:
             assert read == len(entries), f"connection {cid} closed gracefully but {len(entries) - read} updates were lost"
         for pair, t, _ in entries[read:]:
@@ -83,6 +84,15 @@ def check_ledger(sim: Simulator, rates: cr.Collector, *, complete: set[int] | No
                 f"connection {cid}: lost {pair} at {t} is not inside a reported gap"
         summary[cid] = (read, len(entries))
     return summary
+
+
+def _where(entry: LedgerEntry, ledger: dict[int, list[LedgerEntry]], rows: list[LedgerEntry]) -> str:
+    """Where a missing update sits: on which connections, and the pair's stored times around it (ms)."""
+    pair, t, _ = entry
+    on = {cid: entries.index(entry) for cid, entries in ledger.items() if entry in entries}
+    spans = {cid: (round((e[0][1] - t) / 1e6, 1), round((e[-1][1] - t) / 1e6, 1)) for cid, e in ledger.items() if e}
+    near = [round((s - t) / 1e6, 1) for p, s, _ in rows if p == pair and abs(s - t) < 20_000_000]
+    return f"sent on {on} (index); connection spans {spans} ms; stored {pair} at {near} ms"
 
 
 def gap_set(rates: cr.Collector) -> set[tuple[str, int, int]]:
