@@ -175,7 +175,9 @@ class Session:
                     logger.error("stream stopped: %s (%s)", err, decision.reason)
                     self.telemetry.set_state("error")
                     return
-                log = logger.warning if not isinstance(err, (TransportError, ServerError)) else logger.info
+                # STYLE §10: a stale stream is a WARNING; an ordinary drop or server error is INFO
+                quiet = isinstance(err, (TransportError, ServerError)) and not isinstance(err, StaleStreamError)
+                log = logger.info if quiet else logger.warning
                 log("connection ended: %s; reconnecting (%s)", err, decision.reason,
                     exc_info=not isinstance(err, CoinratesError))
             finally:
