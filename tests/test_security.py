@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,44 +76,44 @@ def assert_secret(texts: dict[str, str]) -> None:
 
 
 def test_marker_key_absent_from_reprs_logs_errors_widgets_and_recordings(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, make_simulator: Callable[..., Simulator]) -> None:
     """With DEBUG logging everywhere, a marker key is in no repr, status, log, exception, widget state or file."""
     caplog.set_level(logging.DEBUG)
     for name in ("websockets", "websockets.client", "websockets.server", "coinrates_nb"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     texts: dict[str, str] = {}
-    with Simulator(port=0, seed=3, rate_hz=20, api_key=MARKER) as sim:
-        rates = cr.stream(PAIRS, url=sim.url, api_key=MARKER, window="5min")
-        try:
-            rates.wait(timeout=20, rows=3)
-            recorder = rates.record(tmp_path / "recording", flush_interval=0.1)
-            wait_until(lambda: recorder.rows_written > 0, timeout=20)
-            recorder.stop()
-            sim.drop_connections()  # a reconnect re-sends the key: its logs are searched too
-            wait_until(lambda: rates.status.reconnects >= 1 and rates.status.state == "connected", timeout=20)
-            status = rates.status
-            texts |= {
-                "repr(collector)": repr(rates), "html": rates._repr_html_(), "status": repr(status),
-                "status.summary": status.summary(), "status.to_dict": json.dumps(status.to_dict(), default=str),
-                "settings": repr(rates.settings), "protocol": repr(rates.protocol),
-                "telemetry": repr(rates.telemetry), "simulator": repr(sim), "hellos": repr(sim.hellos),
-                "key": repr(rates.settings.api_key) + str(rates.settings.api_key),
-            }
-            texts |= dict(_widget_states(rates))
-        finally:
-            rates.stop()
-        texts["recording"] = "\n".join(p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file())
-        assert texts["recording"], "nothing was recorded"
-    with Simulator(port=0, seed=3, api_key="the-right-key") as sim:  # a wrong key: the error path
-        wrong = cr.stream(PAIRS, url=sim.url, api_key=MARKER)
-        try:
-            wait_until(lambda: wrong.status.state == "error", timeout=20)
-            with pytest.raises(cr.CollectorError) as failed:
-                wrong.wait(timeout=5)
-            texts |= {"wrong.error": exception_text(failed.value), "wrong.repr": repr(wrong),
-                      "wrong.last_error": str(wrong.status.last_error)}
-        finally:
-            wrong.stop()
+    sim = make_simulator(seed=3, rate_hz=20, api_key=MARKER)
+    rates = cr.stream(PAIRS, url=sim.url, api_key=MARKER, window="5min")
+    try:
+        rates.wait(timeout=20, rows=3)
+        recorder = rates.record(tmp_path / "recording", flush_interval=0.1)
+        wait_until(lambda: recorder.rows_written > 0, timeout=20)
+        recorder.stop()
+        sim.drop_connections()  # a reconnect re-sends the key: its logs are searched too
+        wait_until(lambda: rates.status.reconnects >= 1 and rates.status.state == "connected", timeout=20)
+        status = rates.status
+        texts |= {
+            "repr(collector)": repr(rates), "html": rates._repr_html_(), "status": repr(status),
+            "status.summary": status.summary(), "status.to_dict": json.dumps(status.to_dict(), default=str),
+            "settings": repr(rates.settings), "protocol": repr(rates.protocol),
+            "telemetry": repr(rates.telemetry), "simulator": repr(sim), "hellos": repr(sim.hellos),
+            "key": repr(rates.settings.api_key) + str(rates.settings.api_key),
+        }
+        texts |= dict(_widget_states(rates))
+    finally:
+        rates.stop()
+    texts["recording"] = "\n".join(p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file())
+    assert texts["recording"], "nothing was recorded"
+    other = make_simulator(seed=3, api_key="the-right-key")  # a wrong key: the error path
+    wrong = cr.stream(PAIRS, url=other.url, api_key=MARKER)
+    try:
+        wait_until(lambda: wrong.status.state == "error", timeout=20)
+        with pytest.raises(cr.CollectorError) as failed:
+            wrong.wait(timeout=5)
+        texts |= {"wrong.error": exception_text(failed.value), "wrong.repr": repr(wrong),
+                  "wrong.last_error": str(wrong.status.last_error)}
+    finally:
+        wrong.stop()
     with pytest.raises(cr.ConfigError) as refused:
         cr.stream(PAIRS, url=f"ws://example.com/?apikey={MARKER}", start=False)
     texts["config error"] = exception_text(refused.value)
