@@ -25,6 +25,7 @@ from ._types import Pair, State
 from .config import Settings, redact_url
 from .exceptions import CollectorError
 from .frame import RollingFrame
+from .loop import close_loop
 from .messages import ExchangeRate, RateBatch
 from .protocol import ClientProtocol
 from .status import Status, Telemetry
@@ -177,14 +178,8 @@ class Collector:
         finally:
             self._ready.set()
             try:
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
+                close_loop(loop)
             finally:
-                loop.close()
                 self._loop = None
 
     # ------------------------------------------------------------------ data path (loop thread)

@@ -60,6 +60,7 @@ from websockets.http11 import Request, Response
 
 from ._types import AssetId, FilterItem, Pair, TimeNs, split_pair
 from .exceptions import ConfigError, MessageError, TransportError, preview
+from .loop import close_loop
 from .messages import (
     ClientMessage,
     ErrorMessage,
@@ -720,14 +721,8 @@ class Simulator:
         finally:
             ready.set()
             try:
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
+                close_loop(loop)
             finally:
-                loop.close()
                 self._server = None
                 self._stop_event = self._has_clients = None
                 self._clients.clear()
