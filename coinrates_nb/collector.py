@@ -192,11 +192,20 @@ class Collector:
             if start is not None:
                 self._gaps.append({"pair": pair, "start": start, "end": msg.time_ns, "reason": "disconnect"})
         self._last_seen[pair] = msg.time_ns
+        if self._batch_listeners:
+            self._notify_batch(RateBatch.of([msg]), received_ns)
         for listener in self._listeners:
             try:
                 listener(msg, received_ns)
             except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
                 logger.exception("rate listener %r failed", listener)
+
+    def _notify_batch(self, rates: RateBatch, received_ns: int) -> None:
+        for batch_listener in self._batch_listeners:
+            try:
+                batch_listener(rates, received_ns)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
+                logger.exception("batch listener %r failed", batch_listener)
 
     def _on_rates(self, rates: RateBatch, received_ns: int) -> None:
         """Store a batch of fresh updates with one ``extend``; gaps, freshness and listeners as :meth:`_on_rate`.
@@ -227,11 +236,7 @@ class Collector:
                     self._gaps.append({"pair": pair, "start": start, "end": int(times[i]), "reason": "disconnect"})
         for pair, i in lasts.items():
             self._last_seen[pair] = int(times[i])
-        for batch_listener in self._batch_listeners:
-            try:
-                batch_listener(rates, received_ns)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                logger.exception("batch listener %r failed", batch_listener)
+        self._notify_batch(rates, received_ns)
         listeners = self._listeners
         if listeners:
             for msg in rates.updates():
@@ -265,7 +270,7 @@ class Collector:
 
         Under load the collector parses and stores queued frames together; a batch listener gets
         them as columns (:class:`~coinrates_nb.messages.RateBatch`), which costs nothing per row.
-        Updates stored one by one do not reach it: use :meth:`add_listener` to see every update.
+        Updates stored one by one arrive as batches of one, so it sees every stored update.
         Returns a function that removes it.
         """
         self._batch_listeners = [*self._batch_listeners, listener]

@@ -95,8 +95,12 @@ def test_listeners_see_every_update_when_batched() -> None:
         rates.start()
         try:
             wait_until(lambda: rates.frame.appended >= feed.updates, timeout=60, message="feed not fully stored")
+            # listeners run just after the store, on the collector thread: wait for them too
+            wait_until(lambda: len(singles) >= feed.updates and sum(batches) >= feed.updates, timeout=30,
+                       message="listeners did not see every stored update")
             assert len(singles) == feed.updates and len({(m.pair, m.time_ns) for m in singles}) == feed.updates
             assert batches and max(batches) >= 64, "the feed never queued enough frames to batch"
+            assert sum(batches) == feed.updates, "a batch listener must see every stored update"
             df = rates.df
             assert [(m.pair, m.time_ns, m.rate) for m in singles[-3:]] == [
                 (p, t.value, r) for p, t, r in zip(df["pair"].iloc[-3:], df.index[-3:], df["rate"].iloc[-3:], strict=True)]
