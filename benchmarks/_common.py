@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RESULTS_ENV = "COINRATES_BENCH_RESULTS"
 
 
@@ -31,6 +33,12 @@ class Stat:
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
         return cls(statistics.median(values), min(values), max(values), len(values))
+
+    @classmethod
+    def percentiles(cls, values: Sequence[float]) -> Stat:
+        """Median with the 10th-90th percentile band, for many single-shot timings."""
+        p10, p90 = np.percentile(values, [10, 90])
+        return cls(statistics.median(values), float(p10), float(p90), len(values))
 
     def show(self, unit: str = "", digits: int = 2) -> str:
         unit = f" {unit}" if unit else ""

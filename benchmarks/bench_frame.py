@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _common import record as record_figure  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
+from _common import Stat  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
+from _common import record as record_figure
 
 from coinrates_nb._types import RATE_TYPES  # noqa: E402
 from coinrates_nb.frame import RollingFrame  # noqa: E402
@@ -57,28 +57,6 @@ FULL = Sizes(runs=7, chunk=100_000, small_ring=10_000, large_ring=1_000_000, lon
              naive_appends=3_000, window=100_000)
 QUICK = Sizes(runs=3, chunk=10_000, small_ring=1_000, large_ring=100_000, long_run=100_000,
               naive_appends=200, window=10_000)
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median and spread of repeated measurements, in one unit."""
-
-    median: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        return cls(statistics.median(values), min(values), max(values))
-
-    @classmethod
-    def percentiles(cls, values: Sequence[float]) -> Stat:
-        """Median with the 10th-90th percentile band, for many single-shot timings."""
-        p10, p90 = np.percentile(values, [10, 90])
-        return cls(statistics.median(values), float(p10), float(p90))
-
-    def show(self, unit: str, digits: int = 2) -> str:
-        return f"{self.median:,.{digits}f} {unit} [{self.low:,.{digits}f}-{self.high:,.{digits}f}]"
 
 
 def row_lists(start: int, n: int) -> tuple[list[int], list[str], list[float], list[int]]:

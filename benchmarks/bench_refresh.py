@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import plotly.graph_objects as go  # noqa: E402
-from _common import record as record_figure  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
+from _common import Stat  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
+from _common import record as record_figure
 
 from coinrates_nb.frame import RollingFrame  # noqa: E402
 from coinrates_nb.plots import ChartView, date_template  # noqa: E402
@@ -60,22 +60,6 @@ class Sizes:
 
 FULL = Sizes(window=100_000, runs=15, naive_runs=5)
 QUICK = Sizes(window=10_000, runs=5, naive_runs=3)
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median and range of a list of measurements."""
-
-    median: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        return cls(statistics.median(values), min(values), max(values))
-
-    def show(self, unit: str, digits: int = 1) -> str:
-        return f"{self.median:,.{digits}f} {unit} [{self.low:,.{digits}f}-{self.high:,.{digits}f}]"
 
 
 class Source:
