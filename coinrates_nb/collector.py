@@ -194,11 +194,17 @@ class Collector:
         self._last_seen[pair] = msg.time_ns
         if self._batch_listeners:
             self._notify_batch(RateBatch.of([msg]), received_ns)
-        for listener in self._listeners:
-            try:
-                listener(msg, received_ns)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                logger.exception("rate listener %r failed", listener)
+        if self._listeners:
+            self._notify((msg,), received_ns)
+
+    def _notify(self, updates: Iterable[ExchangeRate], received_ns: int) -> None:
+        listeners = self._listeners
+        for msg in updates:
+            for listener in listeners:
+                try:
+                    listener(msg, received_ns)
+                except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
+                    logger.exception("rate listener %r failed", listener)
 
     def _notify_batch(self, rates: RateBatch, received_ns: int) -> None:
         for batch_listener in self._batch_listeners:
@@ -237,14 +243,8 @@ class Collector:
         for pair, i in lasts.items():
             self._last_seen[pair] = int(times[i])
         self._notify_batch(rates, received_ns)
-        listeners = self._listeners
-        if listeners:
-            for msg in rates.updates():
-                for listener in listeners:
-                    try:
-                        listener(msg, received_ns)
-                    except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                        logger.exception("rate listener %r failed", listener)
+        if self._listeners:
+            self._notify(rates.updates(), received_ns)
 
     def _on_disconnect(self, now_ns: int) -> None:
         for pair, last in self._last_seen.items():
