@@ -171,3 +171,12 @@ def kernel(kernel_env: dict[str, str], tmp_path: Any) -> Iterator[KernelSession]
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    """Collects widgets made by a test and closes them afterwards, so no refresher outlives it."""
+    made: list[Any] = []
+    yield made
+    for widget in made:
+        widget.close()

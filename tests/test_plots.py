@@ -6,7 +6,6 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -69,15 +68,6 @@ class CommSpy:
 
     def updates(self) -> list[tuple[dict[str, Any], list[Any]]]:
         return [(d, b) for d, b in self.messages if (d.get("state") or {}).get("_py2js_update")]
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    """Collects widgets made by a test and closes them afterwards, so no refresher outlives it."""
-    made: list[Any] = []
-    yield made
-    for widget in made:
-        widget.close()
 
 
 def view_of(fig: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -19,16 +18,6 @@ from coinrates_nb.widgets import STATE_COLORS, Dashboard, render_latest, render_
 from tests.helpers import wait_until
 from tests.test_plots import PAIRS, FakeSource
 from tests.test_refresh import make_status
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    """Collects widgets made by a test and closes them afterwards, so no refresher outlives it."""
-    made: list[Any] = []
-    yield made
-    for widget in made:
-        widget.close()
-
 
 # ------------------------------------------------------------------------------------ pure HTML
 
