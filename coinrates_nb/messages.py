@@ -701,7 +701,7 @@ def _frame_items(data: str | bytes) -> list[Any]:
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         decoded = None
     if decoded is not None:
-        structs = decoded if type(decoded) is list else [decoded]
+        structs: list[_ServerStruct] = decoded if isinstance(decoded, list) else [decoded]
         return [s if type(s) is _ExrateStruct else _outcome(s, data) for s in structs]
     if data.lstrip().startswith("["):
         try:
