@@ -1,6 +1,6 @@
 """End-to-end ingest: the collector against a bare ``websockets`` receive loop on the same feed, same run.
 
-The feed (:mod:`coinrates_nb.feed`) runs in its own process and writes pre-built frames as fast
+The feed (:mod:`benchmarks/feed.py`) runs in its own process and writes pre-built frames as fast
 as the socket takes them, so the client is the bottleneck (``../shared/NOTES.md``). Per run:
 
 * **bare**: ``websockets`` ``connect`` (the collector's options) + ``await ws.recv()`` in a loop,
@@ -39,10 +39,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from _common import Stat, machine_line, print_table, record, record_stat  # noqa: E402
+from feed import FeedProcess  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 import coinrates_nb as cr  # noqa: E402
-from coinrates_nb.feed import FeedProcess  # noqa: E402
 from coinrates_nb.messages import Hello  # noqa: E402
 
 SCRIPT = "bench_ingest.py"

@@ -38,12 +38,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from _common import Stat, machine_line, print_table, record_stat  # noqa: E402
+from feed import DEFAULT_PAIRS, FeedProcess, build_payloads  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 import coinrates_nb as cr  # noqa: E402
 from coinrates_nb.client import BATCH_MIN, Session  # noqa: E402
 from coinrates_nb.collector import Collector  # noqa: E402
-from coinrates_nb.feed import DEFAULT_PAIRS, FeedProcess, build_payloads  # noqa: E402
 from coinrates_nb.messages import _FRAME, Hello, RateBatch, parse_server_batch, times_ns  # noqa: E402
 from coinrates_nb.protocol import ClientProtocol  # noqa: E402
 

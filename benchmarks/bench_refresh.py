@@ -39,9 +39,9 @@ from _common import Stat  # noqa: E402  (the runner's figures file; benchmarks/ 
 from _common import record as record_figure
 
 from coinrates_nb.frame import RollingFrame  # noqa: E402
-from coinrates_nb.plots import ChartView, date_template  # noqa: E402
-from coinrates_nb.refresh import MAX_POINTS, Tick, downsample_minmax, ns_to_ms  # noqa: E402
 from coinrates_nb.status import Status  # noqa: E402
+from coinrates_nb.ui.plots import ChartView, date_template  # noqa: E402
+from coinrates_nb.ui.refresh import MAX_POINTS, Tick, downsample_minmax, ns_to_ms  # noqa: E402
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z in ns
 STEP = 10_000_000  # 10 ms between rows

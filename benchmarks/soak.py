@@ -61,7 +61,7 @@ FAULTS = ("drop", "reconnect", "stall", "bad frames")
 
 def _simulator_process(conn: Connection, options: dict[str, Any]) -> None:
     """Child process: run a Simulator and execute the parent's scenario calls until ``stop``."""
-    from coinrates_nb.simulator import Simulator
+    from coinrates_nb.sim.server import Simulator
 
     sim = Simulator(**options).start()
     conn.send(sim.url)

@@ -34,25 +34,25 @@ from .messages import ErrorMessage, ExchangeRate, Heartbeat, Hello, Reconnect, S
 from .status import Status
 
 if TYPE_CHECKING:
-    from .simulator import Simulator as Simulator
+    from .sim import Simulator as Simulator
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _LAZY: dict[str, str] = {
-    "Simulator": "simulator",
-    "PriceModel": "prices",
-    "live_chart": "plots",
-    "ohlc_chart": "plots",
-    "performance_chart": "plots",
-    "dashboard": "widgets",
-    "status_bar": "widgets",
-    "record": "recording",
-    "replay": "recording",
-    "load": "recording",
-    "Recorder": "recording",
-    "Replay": "recording",
+    "Simulator": "sim",
+    "PriceModel": "sim",
+    "live_chart": "ui",
+    "ohlc_chart": "ui",
+    "performance_chart": "ui",
+    "dashboard": "ui",
+    "status_bar": "ui",
+    "record": "store",
+    "replay": "store",
+    "load": "store",
+    "Recorder": "store",
+    "Replay": "store",
 }
 
 __all__ = [

@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._loop import close_loop
 from ._types import Pair, State
 from .config import Settings, redact_url
 from .exceptions import CollectorError
 from .frame import RollingFrame
-from .loop import close_loop
 from .messages import ExchangeRate, RateBatch
 from .protocol import ClientProtocol
 from .status import Status, Telemetry
 
 if TYPE_CHECKING:
-    from .recording import Recorder
-    from .simulator import Simulator
+    from .sim import Simulator
+    from .store import Recorder
 
 __all__ = ["Collector", "stream"]
 
@@ -145,7 +145,7 @@ class Collector:
         return self._thread is not None and self._thread.is_alive()
 
     def _start_simulator(self) -> None:
-        from .simulator import Simulator  # lazy: importing the package opens no socket
+        from .sim import Simulator  # lazy: importing the package opens no socket
 
         seed = self.settings.simulator_seed
         self._simulator = Simulator(port=0, seed=seed if seed is not None else 0, rate_hz=self.settings.simulator_rate_hz)
@@ -283,10 +283,10 @@ class Collector:
     def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
         """Append every update from now on to a hive-partitioned Parquet dataset at ``path``.
 
-        Returns the running :class:`~coinrates_nb.recording.Recorder`; call its ``stop()`` to
+        Returns the running :class:`~coinrates_nb.store.Recorder`; call its ``stop()`` to
         flush and detach. ``options`` go to the recorder (flush interval, file roll limits).
         """
-        from .recording import Recorder  # lazy: pyarrow loads only when recording
+        from .store import Recorder  # lazy: pyarrow loads only when recording
 
         return Recorder(self, path, **options)
 

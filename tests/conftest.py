@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coinrates_nb.simulator import Simulator
+from coinrates_nb.sim.server import Simulator
 from tests import helpers
 
 

@@ -184,7 +184,7 @@ def test_package_import_registers_accessor_cheaply() -> None:
     """`import coinrates_nb` alone registers df.rates without loading recording or plotting modules."""
     code = ("import sys, pandas as pd, coinrates_nb;"
             "assert hasattr(pd.DataFrame, 'rates');"
-            "bad = [m for m in ('coinrates_nb.recording', 'plotly', 'tqdm') if m in sys.modules];"
+            "bad = [m for m in ('coinrates_nb.store', 'plotly', 'tqdm') if m in sys.modules];"
             "assert not bad, bad; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -10,7 +10,7 @@ import pytest
 
 import coinrates_nb as cr
 from coinrates_nb.messages import Hello
-from coinrates_nb.simulator import Simulator
+from coinrates_nb.sim.server import Simulator
 from tests.helpers import wait_until
 
 PAIRS = ["BTC/USD", "ETH/USD", "BTC/EUR"]

@@ -28,7 +28,7 @@ def test_import_is_light() -> None:
     """Importing the package loads no plotly/ipywidgets, starts no thread, opens no socket."""
     code = (
         "import sys, threading, coinrates_nb;"
-        "bad = [m for m in ('plotly', 'ipywidgets', 'anywidget', 'coinrates_nb.simulator', 'websockets.asyncio.server')"
+        "bad = [m for m in ('plotly', 'ipywidgets', 'anywidget', 'coinrates_nb.sim', 'websockets.asyncio.server')"
         " if m in sys.modules];"
         "assert not bad, bad;"
         "assert threading.active_count() == 1, threading.enumerate();"

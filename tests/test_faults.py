@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import coinrates_nb as cr
 from coinrates_nb.messages import MAX_RATE, parse_client, parse_server
 from coinrates_nb.protocol import ClientProtocol
-from coinrates_nb.simulator import OVERFLOW_MESSAGE, LedgerEntry, ServerScope, Simulator, routes_for
+from coinrates_nb.sim.server import OVERFLOW_MESSAGE, LedgerEntry, ServerScope, Simulator, routes_for
 from tests.helpers import wait_until
 
 MakeSim = Callable[..., Simulator]

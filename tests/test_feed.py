@@ -1,18 +1,22 @@
-"""The benchmark feed: pre-built frames equal the library's own serialisation; the process serves a collector."""
+"""The benchmark feed (benchmarks/feed.py): pre-built frames equal the library's own serialisation; the process serves a collector."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import coinrates_nb as cr
-from coinrates_nb.feed import DEFAULT_PAIRS, FeedProcess, build_payloads, encode_frames
 from coinrates_nb.messages import ExchangeRate, parse_server
 from tests.helpers import wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from feed import DEFAULT_PAIRS, FeedProcess, build_payloads, encode_frames  # noqa: E402
 
 
 def test_payloads_are_the_library_serialisation() -> None:

@@ -14,12 +14,12 @@ import plotly.graph_objects as go
 import pytest
 
 import coinrates_nb as cr
-from coinrates_nb import plots
 from coinrates_nb.frame import RollingFrame
-from coinrates_nb.plots import ChartView, OhlcView, ohlc_arrays
-from coinrates_nb.refresh import Tick
-from coinrates_nb.simulator import Simulator
+from coinrates_nb.sim.server import Simulator
 from coinrates_nb.status import Status
+from coinrates_nb.ui import plots
+from coinrates_nb.ui.plots import ChartView, OhlcView, ohlc_arrays
+from coinrates_nb.ui.refresh import Tick
 from tests.helpers import wait_until
 
 PAIRS = ["BTC/USD", "ETH/USD", "BTC/EUR"]

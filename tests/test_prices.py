@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coinrates_nb.exceptions import ConfigError
-from coinrates_nb.prices import DEFAULT_ASSETS, SECONDS_PER_YEAR, AssetSpec, PriceModel, UnknownAssetError
+from coinrates_nb.sim.prices import DEFAULT_ASSETS, SECONDS_PER_YEAR, AssetSpec, PriceModel, UnknownAssetError
 
 LEVELS = {
     "BTC": 95_000, "ETH": 3_400, "SOL": 190, "XRP": 2.3, "ADA": 0.9, "DOGE": 0.32, "LTC": 105, "DOT": 7,

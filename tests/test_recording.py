@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import coinrates_nb as cr
-from coinrates_nb import recording
 from coinrates_nb.messages import ExchangeRate
-from coinrates_nb.simulator import Simulator
+from coinrates_nb.sim.server import Simulator
+from coinrates_nb.store import _all as recording
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ CHILD_PRELUDE = textwrap.dedent('''
     import os, sys
     from tests.test_recording import FakeSource, make_updates, T0
     import coinrates_nb as cr
-    from coinrates_nb import recording
+    from coinrates_nb.store import _all as recording
 ''')
 
 

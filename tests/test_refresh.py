@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from coinrates_nb.frame import RollingFrame
-from coinrates_nb.refresh import Refresher, Throttle, Tick, View, data_version, downsample_minmax, ns_to_ms
 from coinrates_nb.status import Status
+from coinrates_nb.ui.refresh import Refresher, Throttle, Tick, View, data_version, downsample_minmax, ns_to_ms
 from tests.helpers import wait_until
 
 # ------------------------------------------------------------------------------------ doubles
@@ -333,7 +333,7 @@ def test_errors_are_counted_shown_logged_then_cleared(caplog: pytest.LogCaptureF
     refresher._views = [weakref.ref(view)]
     view.fail = RuntimeError("boom")
     source.add()
-    with caplog.at_level(logging.ERROR, logger="coinrates_nb.refresh"):
+    with caplog.at_level(logging.ERROR, logger="coinrates_nb.ui.refresh"):
         assert refresher.tick(now=0.0) == 0
     assert view.errors == 1 and view.last_error == "RuntimeError: boom"
     assert view.shown == ["refresh error: RuntimeError: boom"]

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 import coinrates_nb as cr
-from coinrates_nb.simulator import Simulator
+from coinrates_nb.sim.server import Simulator
 from tests.helpers import wait_until
 
 MARKER = "MARKER-7c41e9-SECRET"

@@ -36,7 +36,7 @@ from coinrates_nb.messages import (
     parse_client,
     parse_server,
 )
-from coinrates_nb.simulator import (
+from coinrates_nb.sim.server import (
     INVALID_KEY_MESSAGE,
     OVERFLOW_MESSAGE,
     ServerScope,
@@ -697,9 +697,9 @@ def test_main_runs_for_duration() -> None:
 
 
 def test_cli_serves_until_ctrl_c() -> None:
-    """python -m coinrates_nb.simulator serves clients and exits 0 on Ctrl-C (SIGINT)."""
+    """python -m coinrates_nb.sim serves clients and exits 0 on Ctrl-C (SIGINT)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coinrates_nb.simulator", "--port", "0", "--seed", "3", "--rate-hz", "20"],
+        [sys.executable, "-m", "coinrates_nb.sim", "--port", "0", "--seed", "3", "--rate-hz", "20"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

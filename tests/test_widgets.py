@@ -12,9 +12,9 @@ import pytest
 from traitlets import All
 
 import coinrates_nb as cr
-from coinrates_nb.refresh import Tick
-from coinrates_nb.simulator import Simulator
-from coinrates_nb.widgets import STATE_COLORS, Dashboard, render_latest, render_status
+from coinrates_nb.sim.server import Simulator
+from coinrates_nb.ui.refresh import Tick
+from coinrates_nb.ui.widgets import STATE_COLORS, Dashboard, render_latest, render_status
 from tests.helpers import wait_until
 from tests.test_plots import PAIRS, FakeSource
 from tests.test_refresh import make_status
@@ -134,7 +134,7 @@ def test_callback_errors_are_shown_and_logged(closing: list[Any], caplog: pytest
     source = BrokenSource(rows=30)
     board = cr.dashboard(source)
     closing.append(board)
-    with caplog.at_level(logging.ERROR, logger="coinrates_nb.widgets"):
+    with caplog.at_level(logging.ERROR, logger="coinrates_nb.ui.widgets"):
         board.picker.value = [*PAIRS, "SOL/USD"]
     assert "subscribe exploded" in board.error.value and board.error.layout.display == ""
     assert any(r.exc_info for r in caplog.records) and "subscribe exploded" in caplog.text

@@ -22,8 +22,8 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ._types import AssetId
-from .exceptions import ConfigError, UnknownAssetError
+from .._types import AssetId
+from ..exceptions import ConfigError, UnknownAssetError
 
 __all__ = ["DEFAULT_ASSETS", "REFERENCE", "AssetSpec", "PriceModel", "UnknownAssetError"]
 

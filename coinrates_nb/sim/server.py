@@ -2,7 +2,7 @@
 
 :class:`Simulator` is a real ``websockets`` server on ``127.0.0.1`` that speaks the documented
 protocol (``../shared/protocol/exrates-websocket.md``, cited as "§"): hello/subscribe/unsubscribe
-scopes, ``exrate`` updates from a seeded :class:`~coinrates_nb.prices.PriceModel`, per-pair
+scopes, ``exrate`` updates from a seeded :class:`~coinrates_nb.sim.prices.PriceModel`, per-pair
 throttling, heartbeats, WebSocket pings, ``error``-then-close, ``reconnect`` notices and the
 slow-consumer overflow. Scenario methods (drop, stall, pause, inject, ...) are callable from any
 thread; they run on the simulator's own event loop, which lives on one daemon thread.
@@ -58,10 +58,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ._types import AssetId, FilterItem, Pair, TimeNs, split_pair
-from .exceptions import ConfigError, MessageError, TransportError, preview
-from .loop import close_loop
-from .messages import (
+from .._loop import close_loop
+from .._types import AssetId, FilterItem, Pair, TimeNs, split_pair
+from ..exceptions import ConfigError, MessageError, TransportError, preview
+from ..messages import (
     ClientMessage,
     ErrorMessage,
     ExchangeRate,
@@ -86,7 +86,7 @@ __all__ = [
     "routes_for",
 ]
 
-logger = logging.getLogger("coinrates_nb.simulator")
+logger = logging.getLogger("coinrates_nb.sim")
 
 T = TypeVar("T")
 
@@ -1112,9 +1112,9 @@ async def _flush(ws: ServerConnection, timeout: float = 1.0) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m coinrates_nb.simulator``: run the simulator in the foreground until Ctrl-C."""
+    """``python -m coinrates_nb.sim``: run the simulator in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="python -m coinrates_nb.simulator",
+        prog="python -m coinrates_nb.sim",
         description="Run a local CoinAPI Exchange Rates WebSocket simulator (SIMULATED data).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")

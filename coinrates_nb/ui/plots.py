@@ -1,7 +1,7 @@
 """Live Plotly charts of a collector: rates, candlesticks and rebased performance.
 
 Each function returns a :class:`plotly.graph_objects.FigureWidget` that updates by itself: a
-:class:`~coinrates_nb.refresh.Refresher` redraws it at most ``fps`` times a second, whatever the
+:class:`~coinrates_nb.ui.refresh.Refresher` redraws it at most ``fps`` times a second, whatever the
 message rate, and each redraw updates the traces in place inside ``fig.batch_update()`` (one
 message per redraw) with at most ``max_points`` points per trace.
 
@@ -41,8 +41,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from .exceptions import ConfigError
-from .frame import parse_span
+from ..exceptions import ConfigError
+from ..frame import parse_span
 from .refresh import (
     DEFAULT_FPS,
     MAX_POINTS,
@@ -434,7 +434,7 @@ def live_chart(
             each bucket's minimum and maximum.
         height: Figure height in pixels.
         title: Figure title (" — SIMULATED" is appended for simulated data).
-        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
 
     Returns:
         A :class:`plotly.graph_objects.FigureWidget`. ``fig.close()`` stops its redraws.
@@ -503,7 +503,7 @@ def ohlc_chart(
         max_bars: Newest candles kept per pair.
         height: Figure height; by default 250 px per pair.
         title: Figure title; by default ``"OHLC <freq>"``.
-        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
 
     Raises:
         ConfigError: If ``freq`` is not a positive time span or no pair can be chosen.

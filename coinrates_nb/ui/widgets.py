@@ -6,7 +6,7 @@ messages per second, lag, reconnect count and, whenever the data is simulated, a
 live, start/stop, a window-length choice, the live chart and a latest-rates table.
 
 Widgets are views (STYLE §14): they own no data and no thread. The collector's shared
-:class:`~coinrates_nb.refresh.Refresher` redraws them; the HTML is built by the pure functions
+:class:`~coinrates_nb.ui.refresh.Refresher` redraws them; the HTML is built by the pure functions
 :func:`render_status` and :func:`render_latest`. Every callback runs inside a guard that logs
 the error and shows it in the dashboard's error line, since errors raised in ``observe``
 callbacks are otherwise swallowed by the notebook.
@@ -23,11 +23,11 @@ from typing import Any, Final, Literal
 import ipywidgets as w
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
-from ._types import split_pair
-from .exceptions import ConfigError
+from .._types import split_pair
+from ..exceptions import ConfigError
+from ..status import Status
 from .plots import SIMULATED_BADGE, ChartView, WidgetView, close_on_rerun, live_chart, performance_chart
 from .refresh import DEFAULT_FPS, Mode, Source, Tick
-from .status import Status
 
 __all__ = ["Dashboard", "StatusView", "dashboard", "render_latest", "render_status", "status_bar"]
 
@@ -161,7 +161,7 @@ def status_bar(source: Source, *, fps: float = 2.0, mode: Mode = "thread") -> w.
     Args:
         source: The collector to watch.
         fps: Re-renders per second (the text is only sent when it changes).
-        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
     """
     bar = w.HTML(value=render_status(source.status))
     StatusView(bar, fps).attach(source, mode)
@@ -336,7 +336,7 @@ def dashboard(
         source: The collector (``cr.stream(...)``).
         window: Initial chart window, e.g. ``"5min"``; ``None`` for the whole frame.
         fps: Chart redraws per second at most.
-        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.refresh`.
+        mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
         chart: ``"rates"`` (raw rates, one axis) or ``"performance"`` (each pair rebased to 100,
             so pairs of very different price levels stay readable on one axis).
     """

@@ -55,8 +55,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
-from .frame import RollingFrame
-from .status import Status
+from ..frame import RollingFrame
+from ..status import Status
 
 __all__ = [
     "DEFAULT_FPS",

@@ -1,11 +1,11 @@
 """A fast, minimal exrate feed for benchmarks: pre-built frames, written as fast as the socket takes them.
 
-The protocol-faithful :mod:`~coinrates_nb.simulator` calls ``send()`` per update from a price
+The protocol-faithful :mod:`~coinrates_nb.sim` calls ``send()`` per update from a price
 model; a Python server like that tops out near 200k frames/s, and one in the client's process
 drags the client down through the GIL (``../shared/NOTES.md``, "pandas, parsing, transport").
 This feed removes the server from the measurement:
 
-* it runs in **its own process** (``python -m coinrates_nb.feed`` or :class:`FeedProcess`);
+* it runs in **its own process** (``python benchmarks/feed.py`` or :class:`FeedProcess`);
 * every WebSocket frame is **built before the port is printed**, header included, and joined
   into ~256 kB chunks, so serving is one ``write`` + ``drain`` per chunk;
 * the handshake, the client's ``hello`` and control frames (ping, close) go through the
@@ -24,7 +24,7 @@ arrays; this mode shows how far the client scales once the per-frame cost is rem
 
 Usage::
 
-    python -m coinrates_nb.feed --port 0 --frames 300000 --batch 1   # prints the port, then serves
+    python benchmarks/feed.py --port 0 --frames 300000 --batch 1   # prints the port, then serves
 
     with FeedProcess(frames=300_000) as feed:                        # from Python (benchmarks)
         cr.stream(feed.pairs, url=feed.url)
@@ -39,6 +39,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 import msgspec
@@ -49,13 +50,13 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ._types import Pair, TimeNs, split_pair
-from .exceptions import MessageError
-from .messages import ErrorMessage, Heartbeat, Hello, parse_client
+from coinrates_nb._types import Pair, TimeNs, split_pair
+from coinrates_nb.exceptions import MessageError
+from coinrates_nb.messages import ErrorMessage, Heartbeat, Hello, parse_client
 
 __all__ = ["DEFAULT_PAIRS", "FeedProcess", "build_payloads", "encode_frames", "main", "serve"]
 
-logger = logging.getLogger("coinrates_nb.feed")
+logger = logging.getLogger("feed")
 
 DEFAULT_PAIRS: Final[tuple[Pair, ...]] = ("BTC/USD", "ETH/USD", "SOL/USD", "BTC/EUR", "ETH/BTC")
 """Pairs the feed streams unless told otherwise (one with a non-USD quote, one crypto quote)."""
@@ -258,7 +259,7 @@ async def serve(chunks: Sequence[bytes], host: str = "127.0.0.1", port: int = 0,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: build the frames, print the port on stdout, serve until killed."""
-    parser = argparse.ArgumentParser(prog="python -m coinrates_nb.feed", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="python benchmarks/feed.py", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (printed on stdout)")
     parser.add_argument("--frames", type=int, default=100_000, help="frames sent per connection")
@@ -311,7 +312,7 @@ class FeedProcess:
 
     def start(self) -> FeedProcess:
         """Start the process and wait for it to print its port."""
-        cmd = [sys.executable, "-m", "coinrates_nb.feed", "--port", "0", "--frames", str(self.frames),
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--port", "0", "--frames", str(self.frames),
                "--batch", str(self.batch), "--pairs", ",".join(self.pairs), "--seed", str(self.seed)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:

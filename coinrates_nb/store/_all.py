@@ -63,19 +63,19 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ._types import Pair, State, TimeNs
-from .exceptions import ConfigError, RecordingError
-from .frame import RollingFrame
-from .messages import ExchangeRate
-from .protocol import Scope, normalize_items
-from .status import Status
+from .._types import Pair, State, TimeNs
+from ..exceptions import ConfigError, RecordingError
+from ..frame import RollingFrame
+from ..messages import ExchangeRate
+from ..protocol import Scope, normalize_items
+from ..status import Status
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm as Tqdm
 
 __all__ = ["SCHEMA", "RateSource", "Recorder", "Replay", "load", "record", "replay"]
 
-logger = logging.getLogger("coinrates_nb.recording")
+logger = logging.getLogger("coinrates_nb.store")
 
 _UTC_NS: Final = pa.timestamp("ns", tz="UTC")
 
@@ -1044,7 +1044,7 @@ class Replay:
     @property
     def gaps(self) -> pd.DataFrame:
         """Recorded silences longer than ``gap_threshold`` per pair, shaped like ``Collector.gaps``."""
-        from .analysis import gaps
+        from ..analysis import gaps
 
         out = gaps(self.df, self.gap_threshold)
         out.insert(3, "reason", "silence")
