@@ -12,8 +12,6 @@ as the socket takes them, so the client is the bottleneck (``../shared/NOTES.md`
 
 Rates are updates per second from the first frame received to the last one stored; bare and
 collector runs alternate, and the ratio is the median of the paired ratios (spread: min-max).
-With batched feeds (``--batch K``: K updates per frame, a JSON array) the bare loop still
-receives one frame per K updates, showing how far the design goes once per-frame cost is gone.
 
 Usage::
 
@@ -54,13 +52,11 @@ class Sizes:
     updates: int  # per run
     runs: int
     window: int
-    batches: tuple[int, ...]
-    batch_runs: int
     naive: int  # messages for the naive client
 
 
-FULL = Sizes(updates=300_000, runs=5, window=100_000, batches=(10, 100), batch_runs=3, naive=3_000)
-QUICK = Sizes(updates=60_000, runs=2, window=20_000, batches=(10,), batch_runs=1, naive=500)
+FULL = Sizes(updates=300_000, runs=5, window=100_000, naive=3_000)
+QUICK = Sizes(updates=60_000, runs=2, window=20_000, naive=500)
 
 
 def hello(pairs: Sequence[str]) -> str:
@@ -111,7 +107,7 @@ def collector(url: str, pairs: Sequence[str], updates: int, window: int, chart_f
             done.set()
 
     remove_first = rates.add_listener(on_first)
-    rates.add_batch_listener(on_batch)
+    rates.add_listener(on_batch)
     fig = cr.live_chart(rates, fps=chart_fps) if chart_fps else None
     view = getattr(fig, "_coinrates_view", None)
     redraws = view.redraws if view is not None else 0
@@ -203,24 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record("naive json + pd.concat ingest", naive_rate, "updates/s", script=SCRIPT,
            note=f"ours is {ours_s.median / naive_rate:,.0f}x faster ({sizes.naive:,} msgs)")
 
-    batch_rows: list[tuple[str, str]] = []
-    for k in sizes.batches:
-        with FeedProcess(frames=sizes.updates // k, batch=k) as feed:
-            frames_s, stored = [], []
-            for _ in range(sizes.batch_runs):
-                frames_s.append(bare(feed.url, feed.pairs, feed.frames).rate)
-                stored.append(collector(feed.url, feed.pairs, feed.updates, sizes.window, chart_fps=2.0)[0].rate)
-        fs, us = Stat.of(frames_s), Stat.of(stored)
-        batch_rows += [
-            (f"batch {k}: bare loop", f"{fs.show('frames/s', 0)} = {fs.median * k:,.0f} updates/s received"),
-            (f"batch {k}: collector + chart", f"{us.show('updates/s', 0)} = {us.median / ours_s.median:,.1f}x "
-                                             f"one update per frame"),
-        ]
-        record_stat(f"batched feed ({k} per frame) ingest", us, "updates/s", script=SCRIPT,
-                    note=f"{us.median / ours_s.median:,.1f}x one per frame")
-    print_table("end-to-end ingest, one update per frame", rows)
-    if batch_rows:
-        print_table("batched feeds: K updates per frame (JSON array), collector + chart at 2 Hz", batch_rows)
+    print_table("end-to-end ingest, one update per frame (as CoinAPI sends them)", rows)
     print(f"\ntotal {time.perf_counter() - began:.1f} s")
     return 0
 

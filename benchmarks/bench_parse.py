@@ -7,11 +7,13 @@ processes on the machine):
 
 * **bare receive**: a loop that only ``await ws.recv()``s frames from the feed process;
 * **library work**: what the session does with frames once received, on the same frames:
-  ``ClientProtocol.receive_batch`` (typed decode, all times of the batch at once, vectorised
-  validity and per-pair dedupe) and the collector's store (one ``RollingFrame.extend`` into a
-  full 100k-row window), driven through the real ``Session._deliver_batch``. Batches are cut at
-  the size the session forms under load (measured here, against the same feed) and at fixed
-  sizes; "one by one" is the per-frame path the session uses for fewer than ``BATCH_MIN``;
+  ``ClientProtocol.receive`` (typed decode, all times of the batch at once, vectorised
+  validity, time sanity and per-pair dedupe) and the collector's store (one
+  ``RollingFrame.extend`` into a full 100k-row window), driven through the real
+  ``Session._deliver``. There is one path: a frame received alone is a batch of one. Batches are
+  cut at the size the session forms under load (measured here, against the same feed) and at
+  fixed sizes; the small sizes show what the scalar fast paths inside the parser, the dedupe and
+  the frame (below ``messages._VECTOR_MIN`` frames) earn;
 * **naive**: ``json.loads`` + ``pd.Timestamp`` + ``pd.concat`` of a one-row frame per message.
 
 Usage::
@@ -42,10 +44,12 @@ from feed import DEFAULT_PAIRS, FeedProcess, build_payloads  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 import coinrates_nb as cr  # noqa: E402
-from coinrates_nb.client import BATCH_MIN, Session  # noqa: E402
+from coinrates_nb.batch import RateBatch  # noqa: E402
+from coinrates_nb.client import Session  # noqa: E402
 from coinrates_nb.collector import Collector  # noqa: E402
-from coinrates_nb.messages import _FRAME, Hello, RateBatch, parse_server_batch, times_ns  # noqa: E402
+from coinrates_nb.messages import _SERVER, _VECTOR_MIN, Hello, parse_server_batch  # noqa: E402
 from coinrates_nb.protocol import ClientProtocol  # noqa: E402
+from coinrates_nb.times import times_ns  # noqa: E402
 
 SCRIPT = "bench_parse.py"
 TARGET_RATIO = 0.25
@@ -84,7 +88,7 @@ def session_batch_sizes(url: str, pairs: Sequence[str], updates: int, window: in
     """Sizes of the batches a collector forms against the feed (as fast as it can read)."""
     rates = cr.stream(list(pairs), url=url, max_rows=window, start=False)
     sizes: list[int] = []
-    rates.add_batch_listener(lambda batch, _received: sizes.append(len(batch)))
+    rates.add_listener(lambda batch, _received: sizes.append(len(batch)))
     rates.start()
     try:
         deadline = time.monotonic() + 120
@@ -98,27 +102,21 @@ def session_batch_sizes(url: str, pairs: Sequence[str], updates: int, window: in
 def offline_session(window: int) -> tuple[Collector, Session]:
     """A collector that is never started, and a session wired to it as ``Collector.start`` does."""
     rates = Collector(list(DEFAULT_PAIRS), cr.Settings.resolve("ws://127.0.0.1:9"), max_rows=window)
-    session = Session(rates.settings, rates.protocol, rates._on_rate, rates.telemetry, batch_sink=rates._on_rates)
+    session = Session(rates.settings, rates.protocol, rates._on_rates, rates.telemetry)
     return rates, session
 
 
 def library_cpu(frames: list[str], window: int, batch: int) -> float:
-    """CPU µs per message for the session's handling of ``frames`` in batches of ``batch`` (1: one by one)."""
+    """CPU µs per message for the session's handling of ``frames`` in batches of ``batch`` (1: each frame alone)."""
     rates, session = offline_session(window)
     received = time.time_ns()
     warm, timed = frames[:window], frames[window:]
-    deliver: Callable[[list[str]], None]
-    if batch == 1:
-        protocol = rates.protocol
 
-        def deliver(chunk: list[str]) -> None:
-            for data in chunk:
-                session._deliver(protocol.receive(data, 0.0), received, None)
-    else:
-        def deliver(chunk: list[str]) -> None:
-            session._deliver_batch(chunk, received)  # type: ignore[arg-type]
+    def deliver(chunk: list[str]) -> None:
+        session._deliver(chunk, received, 1)  # type: ignore[arg-type]
+
     for lo in range(0, len(warm), 4096):
-        session._deliver_batch(warm[lo:lo + 4096], received)  # type: ignore[arg-type]
+        deliver(warm[lo:lo + 4096])
     chunks = [timed[lo:lo + batch] for lo in range(0, len(timed), batch)]
     gc.collect()
     began = time.process_time()
@@ -145,11 +143,11 @@ def breakdown(frames: list[str], batch: int) -> dict[str, float]:
         out[name] = best / n * 1e6
         return results
 
-    clock("typed decode (msgspec, per frame)", lambda c: [_FRAME.decode(f) for f in c], chunks)
+    clock("typed decode (msgspec, per frame)", lambda c: [_SERVER.decode(f) for f in c], chunks)
     texts = [[f[f.index('"time":"') + 8:][:28] for f in c] for c in chunks]
     clock("times of the batch (NumPy)", times_ns, texts)
     parsed = clock("parse_server_batch (all of parsing)", parse_server_batch, chunks)
-    clock("per-pair dedupe (fresh_batch)", lambda p: ClientProtocol(None).fresh_batch(p.rates), parsed)  # type: ignore[attr-defined]
+    clock("per-pair dedupe (ClientProtocol.fresh)", lambda p: ClientProtocol(None).fresh(p.rates), parsed)  # type: ignore[attr-defined]
     rates, _ = offline_session(100_000)
     received = time.time_ns()
     clock("store (Collector._on_rates: extend ...)", lambda p: rates._on_rates(p.rates, received), parsed)  # type: ignore[attr-defined]
@@ -214,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = [p.decode() for p in build_payloads(sizes.window + sizes.timed)]
     with FeedProcess(frames=sizes.frames) as feed:
         formed = session_batch_sizes(feed.url, feed.pairs, sizes.frames, sizes.window)
-        observed = int(np.median(formed)) if formed else BATCH_MIN
+        observed = int(np.median(formed)) if formed else 64
         bares, ours = [], []
         for _ in range(sizes.runs):  # alternate, so slow drifts of the machine hit both alike
             bares.append(bare_cpu(feed.url, feed.pairs, sizes.frames))
@@ -231,17 +229,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         (f"  frames per batch under load (median of {len(formed):,})", f"{observed:,}"),
     ]
     by_batch: dict[int, Stat] = {}
-    for batch in sorted({1, BATCH_MIN, 256, 1024}):
+    for batch in sorted({1, 4, _VECTOR_MIN, 64, 256, 1024}):
         stat = by_batch[batch] = Stat.of([library_cpu(frames, sizes.window, batch) for _ in range(max(3, sizes.runs // 2))])
-        label = "one by one (fewer than BATCH_MIN frames)" if batch == 1 else f"batches of {batch:,}"
+        label = "a frame alone (batch of 1, scalar paths)" if batch == 1 else f"batches of {batch:,}"
         rows.append((f"library work, {label}", f"{stat.show('µs', 2)} = {stat.median / bare.median:.0%} of a frame"))
     naive = naive_cpu(frames, sizes.naive)
     rows.append((f"naive json + pd.concat, messages {sizes.naive * 9 // 10:,}-{sizes.naive:,} (p10-p90)",
                  f"{naive.show('µs', 0)} = {naive.median / headline.median:,.0f}x ours"))
     record_stat("library work per message / bare receive per frame", ratio, "ratio", target=f"<= {TARGET_RATIO}",
                 met=met, script=SCRIPT, note=f"{headline.median:.2f} vs {bare.median:.2f} µs CPU; batches of {observed:,}")
-    record_stat("library work per message, one by one", by_batch[1], "µs", script=SCRIPT,
-                note=f"{by_batch[1].median / bare.median:.0%} of a {bare.median:.2f} µs frame: why batches")
+    record_stat("library work per message, a frame alone (batch of 1)", by_batch[1], "µs", script=SCRIPT,
+                note=f"{by_batch[1].median / bare.median:.0%} of a {bare.median:.2f} µs frame: why queued frames are batched")
     record_stat("naive json + pd.concat per message", naive, "µs", script=SCRIPT,
                 note=f"{naive.median / headline.median:,.0f}x ours, at {sizes.naive:,} rows")
     small, large = 10_000, sizes.big_window

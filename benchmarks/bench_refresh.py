@@ -38,10 +38,12 @@ import plotly.graph_objects as go  # noqa: E402
 from _common import Stat  # noqa: E402  (the runner's figures file; benchmarks/ is on sys.path)
 from _common import record as record_figure
 
+from coinrates_nb.batch import RateBatch  # noqa: E402
 from coinrates_nb.frame import RollingFrame  # noqa: E402
 from coinrates_nb.status import Status  # noqa: E402
 from coinrates_nb.ui.plots import ChartView, date_template  # noqa: E402
-from coinrates_nb.ui.refresh import MAX_POINTS, Tick, downsample_minmax, ns_to_ms  # noqa: E402
+from coinrates_nb.ui.refresh import Tick  # noqa: E402
+from coinrates_nb.ui.series import MAX_POINTS, downsample_minmax, ns_to_ms  # noqa: E402
 
 T0 = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z in ns
 STEP = 10_000_000  # 10 ms between rows
@@ -67,17 +69,19 @@ class Source:
 
     def __init__(self, rows: int, pairs: Sequence[str]) -> None:
         self.pairs = tuple(pairs)
+        self.keys = [(*pair.split("/"), "BASE_QUOTE_ISOLATED") for pair in self.pairs]
         self.frame = RollingFrame(max_rows=rows)
         self.next = T0
         self.rng = np.random.default_rng(1)
         self.add(rows)
 
     def add(self, n: int) -> None:
-        times = self.next + STEP * np.arange(n)
+        """Store ``n`` rows, cycling through the pairs, as one batch built from columns (no per-row objects)."""
+        times = self.next + STEP * np.arange(n, dtype=np.int64)
         self.next = int(times[-1]) + STEP
-        names = [self.pairs[i % len(self.pairs)] for i in range(n)]
+        codes = np.arange(n, dtype=np.intp) % len(self.pairs)
         rates = 100 + np.cumsum(self.rng.normal(0, 0.1, n))
-        self.frame.extend(times, names, rates, ["BASE_QUOTE_ISOLATED"] * n, times)
+        self.frame.extend(RateBatch(self.keys, codes, times, rates), times)
 
     @property
     def status(self) -> Status:
@@ -178,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     began = time.perf_counter_ns()
-    print(f"coinrates_nb.refresh benchmark{' (--quick)' if args.quick else ''}: python "
+    print(f"coinrates_nb.ui chart refresh benchmark{' (--quick)' if args.quick else ''}: python "
           f"{platform.python_version()}, {sizes.window:,}-row window, max {MAX_POINTS:,} points per trace")
     print("figures: median [min-max] over runs; one refresh = snapshot -> traces -> one comm update")
     ok = True

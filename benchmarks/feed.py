@@ -19,12 +19,12 @@ with ``error`` and a close, §4.4). Then every pre-built ``exrate`` frame is sen
 until the client closes. The subscription scope is not applied: the feed streams its own
 ``pairs`` whatever the filter says, so benchmarks subscribe to exactly those pairs.
 
-With ``batch=K`` each frame carries K exrate objects as one JSON array. CoinAPI does not send
-arrays; this mode shows how far the client scales once the per-frame cost is removed.
+One ``exrate`` object per frame, as CoinAPI sends them; times start a minute before the feed
+builds its frames, so the client's time sanity check (``protocol.MAX_AHEAD_NS``) accepts them.
 
 Usage::
 
-    python benchmarks/feed.py --port 0 --frames 300000 --batch 1   # prints the port, then serves
+    python benchmarks/feed.py --port 0 --frames 300000   # prints the port, then serves
 
     with FeedProcess(frames=300_000) as feed:                        # from Python (benchmarks)
         cr.stream(feed.pairs, url=feed.url)
@@ -38,6 +38,7 @@ import contextlib
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -61,8 +62,10 @@ logger = logging.getLogger("feed")
 DEFAULT_PAIRS: Final[tuple[Pair, ...]] = ("BTC/USD", "ETH/USD", "SOL/USD", "BTC/EUR", "ETH/BTC")
 """Pairs the feed streams unless told otherwise (one with a non-USD quote, one crypto quote)."""
 
-START_NS: Final[TimeNs] = 1_767_225_600_000_000_000
-"""Time of the first update: 2026-01-01T00:00:00Z."""
+def recent_start_ns() -> TimeNs:
+    """A start time one minute ago, on the wire's 100 ns grid: the default first update time."""
+    return (time.time_ns() - 60 * 1_000_000_000) // 100 * 100
+
 
 STEP_NS: Final = 1_300
 """Nanoseconds between consecutive updates: a multiple of 100 ns, so all 7 wire digits vary."""
@@ -79,18 +82,20 @@ def _rate_type(quote: str) -> str:
     return "BASE_ALL_CROSSES_TO_REF" if quote == "USD" else "BASE_AND_QUOTE_TO_REF"
 
 
-def build_payloads(objects: int, pairs: Sequence[Pair] = DEFAULT_PAIRS, batch: int = 1, seed: int = 0,
-                   start_ns: TimeNs = START_NS, step_ns: int = STEP_NS) -> list[bytes]:
-    """Build the JSON text of ``ceil(objects / batch)`` frames, vectorised.
+def build_payloads(objects: int, pairs: Sequence[Pair] = DEFAULT_PAIRS, seed: int = 0,
+                   start_ns: TimeNs | None = None, step_ns: int = STEP_NS) -> list[bytes]:
+    """Build the JSON text of ``objects`` frames, one update each, vectorised.
 
     Update ``i`` is for ``pairs[i % len(pairs)]`` at ``start_ns + i * step_ns``, so times grow
     strictly per pair and the client's dedupe keeps every update. Rates follow a seeded random
     walk. Each object is byte-identical to ``ExchangeRate.to_json()`` for the same values (times
     have the wire's 7 digits and ``Z``; floats are encoded by msgspec, as the library does).
-    With ``batch > 1`` a frame is a JSON array of up to ``batch`` objects.
+    ``start_ns`` defaults to :func:`recent_start_ns`.
     """
-    if objects < 1 or batch < 1 or not pairs:
-        raise ValueError("objects and batch must be positive and pairs non-empty")
+    if objects < 1 or not pairs:
+        raise ValueError("objects must be positive and pairs non-empty")
+    if start_ns is None:
+        start_ns = recent_start_ns()
     if step_ns % 100:
         raise ValueError("step_ns must be a multiple of 100 ns: the wire has 7 fractional digits")
     rng = np.random.default_rng(seed)
@@ -112,9 +117,7 @@ def build_payloads(objects: int, pairs: Sequence[Pair] = DEFAULT_PAIRS, batch: i
                      f'"rate_type":"{_rate_type(quote)}","time":"')
     objs = [f'{heads[i % n_pairs]}{stamp[:27]}Z","rate":{rate}}}'
             for i, (stamp, rate) in enumerate(zip(stamps, rate_text, strict=True))]
-    if batch == 1:
-        return [o.encode() for o in objs]
-    return [("[" + ",".join(objs[lo:lo + batch]) + "]").encode() for lo in range(0, objects, batch)]
+    return [o.encode() for o in objs]
 
 
 def encode_frames(payloads: Sequence[bytes], chunk_bytes: int = CHUNK_BYTES) -> list[bytes]:
@@ -263,12 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (printed on stdout)")
     parser.add_argument("--frames", type=int, default=100_000, help="frames sent per connection")
-    parser.add_argument("--batch", type=int, default=1, help="exrate objects per frame; >1 sends JSON arrays")
     parser.add_argument("--pairs", default=",".join(DEFAULT_PAIRS), help="comma-separated BASE/QUOTE pairs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     pairs = [p.strip().upper() for p in args.pairs.split(",") if p.strip()]
-    chunks = encode_frames(build_payloads(args.frames * args.batch, pairs, args.batch, args.seed))
+    chunks = encode_frames(build_payloads(args.frames, pairs, args.seed))
 
     async def run() -> None:
         ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -287,14 +289,13 @@ class FeedProcess:
 
     Args:
         frames: frames sent per connection.
-        batch: exrate objects per frame.
         pairs: pairs streamed.
         timeout: seconds to wait for the port (building 1M frames takes about a second).
     """
 
-    def __init__(self, frames: int, batch: int = 1, pairs: Sequence[Pair] = DEFAULT_PAIRS, seed: int = 0,
+    def __init__(self, frames: int, pairs: Sequence[Pair] = DEFAULT_PAIRS, seed: int = 0,
                  timeout: float = 120.0) -> None:
-        self.frames, self.batch, self.pairs, self.seed, self.timeout = frames, batch, tuple(pairs), seed, timeout
+        self.frames, self.pairs, self.seed, self.timeout = frames, tuple(pairs), seed, timeout
         self.process: subprocess.Popen[str] | None = None
         self.port: int | None = None
 
@@ -308,12 +309,12 @@ class FeedProcess:
     @property
     def updates(self) -> int:
         """Exrate updates sent per connection."""
-        return self.frames * self.batch
+        return self.frames
 
     def start(self) -> FeedProcess:
         """Start the process and wait for it to print its port."""
         cmd = [sys.executable, str(Path(__file__).resolve()), "--port", "0", "--frames", str(self.frames),
-               "--batch", str(self.batch), "--pairs", ",".join(self.pairs), "--seed", str(self.seed)]
+               "--pairs", ",".join(self.pairs), "--seed", str(self.seed)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             line = _readline(self.process, self.timeout)
@@ -345,7 +346,7 @@ class FeedProcess:
 
     def __repr__(self) -> str:
         where = f"port {self.port}" if self.port is not None else "not started"
-        return f"<FeedProcess {where} | {self.frames:,} frames x {self.batch}>"
+        return f"<FeedProcess {where} | {self.frames:,} frames>"
 
 
 def _readline(process: subprocess.Popen[str], timeout: float) -> str:

@@ -44,7 +44,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import coinrates_nb as cr  # noqa: E402
+from coinrates_nb.collector import each  # noqa: E402
 from coinrates_nb.messages import ExchangeRate  # noqa: E402
+from coinrates_nb.sim.prices import DEFAULT_ASSETS  # noqa: E402
 
 BAD_FRAMES: tuple[str | bytes, ...] = (
     "{not json",
@@ -210,10 +212,11 @@ def run(args: argparse.Namespace) -> int:
     base = {"threads": threading.active_count(), "fds": open_fds(), "sockets": sockets()}
     rates = cr.stream(None, url=sim.url, max_rows=args.rows, stale_after=args.stale_after, compression=None,
                       backoff_initial=0.05, start=False)
-    rates.add_listener(spool)
+    rates.add_listener(each(spool))
     rates.start()
-    expected_rate = 12 * args.rate_hz
-    print(f"soak: {args.minutes:g} min, ~{expected_rate:,.0f} updates/s (12 pairs x {args.rate_hz:g} Hz), window "
+    n_pairs = len(DEFAULT_ASSETS)  # the unfiltered stream: every simulated asset against USD
+    expected_rate = n_pairs * args.rate_hz
+    print(f"soak: {args.minutes:g} min, ~{expected_rate:,.0f} updates/s ({n_pairs} pairs x {args.rate_hz:g} Hz), window "
           f"{args.rows:,} rows, a fault every {args.fault_every:g} s ({', '.join(FAULTS)}); simulator pid "
           f"{sim._process.pid}")
     if not wait_for(lambda: len(rates.frame) > 0, 30):
@@ -329,7 +332,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="about 20 s with a fault every 2.5 s (CI smoke)")
-    parser.add_argument("--rate-hz", type=float, default=250.0, help="updates per pair per second (12 pairs)")
+    parser.add_argument("--rate-hz", type=float, default=250.0, help="updates per pair per second (every simulated pair)")
     parser.add_argument("--batch", type=int, default=10, help="simulator updates per pair per wake-up")
     parser.add_argument("--rows", type=int, default=200_000, help="the collector's rolling window (max_rows)")
     parser.add_argument("--fault-every", type=float, default=10.0)

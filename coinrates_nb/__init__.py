@@ -15,75 +15,68 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import analysis as analysis  # registers the DataFrame.rates accessor (pandas/NumPy only)
-from ._types import AssetId, Pair
-from .collector import Collector, stream
-from .config import COINAPI_URL, SecretKey, Settings
-from .exceptions import (
-    AuthenticationError,
-    CoinratesError,
-    CollectorError,
-    ConfigError,
-    MessageError,
-    RecordingError,
-    ServerError,
-    StaleStreamError,
-    TransportError,
-)
-from .frame import RollingFrame
-from .messages import ErrorMessage, ExchangeRate, Heartbeat, Hello, Reconnect, Subscribe, Unsubscribe
-from .status import Status
+from ._secrets import SecretKey as SecretKey
+from ._types import AssetId as AssetId
+from ._types import Pair as Pair
+from .batch import RateBatch as RateBatch
+from .collector import Collector as Collector
+from .collector import each as each
+from .collector import stream as stream
+from .config import COINAPI_URL as COINAPI_URL
+from .config import Settings as Settings
+from .exceptions import AuthenticationError as AuthenticationError
+from .exceptions import CoinratesError as CoinratesError
+from .exceptions import CollectorError as CollectorError
+from .exceptions import ConfigError as ConfigError
+from .exceptions import MessageError as MessageError
+from .exceptions import RecordingError as RecordingError
+from .exceptions import ServerError as ServerError
+from .exceptions import SimulatorError as SimulatorError
+from .exceptions import StaleStreamError as StaleStreamError
+from .exceptions import StoreError as StoreError
+from .exceptions import TransportError as TransportError
+from .exceptions import WaitTimeoutError as WaitTimeoutError
+from .frame import RollingFrame as RollingFrame
+from .status import Status as Status
 
 if TYPE_CHECKING:
+    from .sim import PriceModel as PriceModel
     from .sim import Simulator as Simulator
+    from .store import Recorder as Recorder
+    from .store import Replay as Replay
+    from .store import load as load
+    from .store import record as record
+    from .store import replay as replay
+    from .ui import dashboard as dashboard
+    from .ui import live_chart as live_chart
+    from .ui import ohlc_chart as ohlc_chart
+    from .ui import performance_chart as performance_chart
+    from .ui import status_bar as status_bar
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_LAZY: dict[str, str] = {
-    "Simulator": "sim",
-    "PriceModel": "sim",
-    "live_chart": "ui",
-    "ohlc_chart": "ui",
-    "performance_chart": "ui",
-    "dashboard": "ui",
-    "status_bar": "ui",
-    "record": "store",
-    "replay": "store",
-    "load": "store",
-    "Recorder": "store",
-    "Replay": "store",
+GROUPS: dict[str, tuple[str, ...]] = {
+    "streaming": ("stream", "Collector", "Status", "Settings", "SecretKey", "COINAPI_URL", "RollingFrame",
+                  "RateBatch", "each", "Pair", "AssetId"),
+    "analysis": ("analysis",),  # and the df.rates accessor, registered on import
+    "ui": ("live_chart", "performance_chart", "ohlc_chart", "dashboard", "status_bar"),
+    "recording": ("record", "load", "replay", "Recorder", "Replay"),
+    "simulator": ("Simulator", "PriceModel"),
+    "errors": ("CoinratesError", "ConfigError", "MessageError", "TransportError", "StaleStreamError", "ServerError",
+               "AuthenticationError", "StoreError", "CollectorError", "WaitTimeoutError", "RecordingError", "SimulatorError"),
 }
+"""The public API by use. Wire messages (``Hello``, ``ExchangeRate``, ...) live in :mod:`coinrates_nb.messages`."""
 
-__all__ = [
-    "COINAPI_URL",
-    "AssetId",
-    "AuthenticationError",
-    "CoinratesError",
-    "Collector",
-    "CollectorError",
-    "ConfigError",
-    "ErrorMessage",
-    "ExchangeRate",
-    "Heartbeat",
-    "Hello",
-    "MessageError",
-    "Pair",
-    "Reconnect",
-    "RecordingError",
-    "RollingFrame",
-    "SecretKey",
-    "ServerError",
-    "Settings",
-    "StaleStreamError",
-    "Status",
-    "Subscribe",
-    "TransportError",
-    "Unsubscribe",
-    "__version__",
-    "stream",
-    *_LAZY,
-]
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(GROUPS["ui"], "ui"),
+    **dict.fromkeys(GROUPS["recording"], "store"),
+    **dict.fromkeys(GROUPS["simulator"], "sim"),
+}
+"""Names loaded on first use (PEP 562), so ``import coinrates_nb`` imports no plotly, pyarrow or server code."""
+
+__all__ = [name for group in GROUPS.values() for name in group] + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -35,6 +35,7 @@ def _table(rates: Collector) -> str:
 def demo(seconds: float, out: Path, pairs: tuple[str, ...], rate_hz: float) -> int:
     """Stream ``pairs`` from the embedded simulator, show a live table, write HTML and Parquet."""
     import coinrates_nb as cr
+    from coinrates_nb.exceptions import CoinratesError
 
     out.mkdir(parents=True, exist_ok=True)
     live_tty = sys.stdout.isatty()
@@ -42,7 +43,7 @@ def demo(seconds: float, out: Path, pairs: tuple[str, ...], rate_hz: float) -> i
         print(f"coinrates_nb demo: {seconds:.0f} s of SIMULATED exchange rates from the embedded simulator")
         try:
             rates.wait(timeout=30)
-        except TimeoutError as exc:
+        except (TimeoutError, CoinratesError) as exc:
             print(f"no data: {exc}", file=sys.stderr)
             return 1
         deadline = time.monotonic() + seconds
@@ -59,7 +60,9 @@ def demo(seconds: float, out: Path, pairs: tuple[str, ...], rate_hz: float) -> i
     parquet = out / "demo.parquet"
     df.to_parquet(parquet)
     html = out / "demo.html"
-    _write_chart(df, html)
+    from .ui.export import write_html  # the UI package is the one place that imports plotly
+
+    write_html(df, html, simulated=status.simulated, title="coinrates_nb demo")
     print(f"\n{status.summary()}")
     print(f"wrote {len(df):,} rows for {df['pair'].nunique()} pairs to {parquet} and a chart to {html}")
     return 0
@@ -69,23 +72,6 @@ def _table_from(frame: pd.DataFrame) -> str:
     """The last rate of each pair in ``frame`` as text lines."""
     last = frame.groupby("pair", observed=True).tail(1).reset_index().set_index("pair")
     return "\n".join(f"{pair:<10} {row['rate']:>16,.4f}  {row['time'].isoformat()}" for pair, row in last.iterrows())
-
-
-def _write_chart(frame: pd.DataFrame, path: Path) -> None:
-    """A standalone Plotly HTML: each pair rebased to 100, so different magnitudes share an axis."""
-    import plotly.graph_objects as go
-    fig = go.Figure()
-    for pair, group in frame.groupby("pair", observed=True):
-        rebased = group["rate"] / group["rate"].iloc[0] * 100.0
-        # epoch milliseconds on a date axis plot at the true wall-clock time (NOTES.md, Plotly)
-        fig.add_scatter(x=pd.DatetimeIndex(group.index).asi8 / 1e6, y=rebased, mode="lines", name=str(pair))
-    fig.update_layout(
-        title="coinrates_nb demo — SIMULATED data, each pair rebased to 100",
-        xaxis={"type": "date", "title": "time (UTC)"},
-        yaxis={"title": "rebased (first = 100)"},
-        template="plotly_white",
-    )
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
 
 
 def main(argv: list[str] | None = None) -> int:

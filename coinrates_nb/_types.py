@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 AssetId = str
 """An asset id as CoinAPI spells it, e.g. ``"BTC"`` or ``"USD"``."""
@@ -24,6 +24,9 @@ RATE_TYPES: tuple[str, ...] = (
 
 TimeNs = int
 """A UTC instant as integer nanoseconds since the Unix epoch."""
+
+SECONDS_PER_YEAR: Final = 365.25 * 86_400
+"""One year for annualising (volatility, the simulator's drift): a Julian year, since crypto never closes."""
 
 State = Literal["idle", "connecting", "connected", "reconnecting", "stale", "stopped", "error"]
 """Lifecycle states a collector reports in its status."""

@@ -16,6 +16,16 @@ buckets with no update (:func:`ohlc`), and cross rates only combine legs whose l
 is recent enough (``tolerance`` in :func:`cross`), with the age of the oldest leg reported
 next to each value.
 
+Inputs follow the package rules (``_inputs``): a duration (``threshold``, ``stale_after``,
+``tolerance``, ``window``) is ``"5s"``, a ``timedelta`` or a bare number of **seconds**; a
+frequency (``freq``) is a pandas offset (``"1min"``, ``"7min"``, ``"W"``) or a duration; a time
+(``now``, ``until``) is anything ``pd.Timestamp`` reads, naive meaning UTC. Anything else is a
+``ConfigError`` that says what to write.
+
+Bars share one grid: every pair is bucketed from the same origin (the Unix epoch, UTC), so a
+``"7min"`` bar starts at the same instant for every pair whatever day each first appeared,
+and the same data always gives the same bars, however much of it a window still holds.
+
 The module is pure and imports only pandas and NumPy, so registering the accessor costs
 nothing at package import.
 """
@@ -28,13 +38,12 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
-from ._types import AssetId, Pair
+from ._inputs import filter_item, pair_list, span_ns, utc, utc_ns
+from ._types import SECONDS_PER_YEAR, AssetId, Pair
 from .exceptions import ConfigError
 
 __all__ = ["SECONDS_PER_YEAR", "RatesAccessor", "age", "cross", "gaps", "ohlc", "returns", "volatility", "wide"]
 
-SECONDS_PER_YEAR: Final = 365 * 86_400
-"""Used to annualise volatility: crypto trades around the clock, every day of the year."""
 
 AGGREGATIONS: Final = frozenset({"last", "first", "mean", "median", "min", "max"})
 
@@ -61,17 +70,13 @@ def _frame(data: Any) -> pd.DataFrame:
     if missing or not isinstance(data.index, pd.DatetimeIndex):
         raise ConfigError("a rate frame needs a DatetimeIndex (or 'time' column) and 'pair' and 'rate' columns"
                           f"{'; missing ' + ', '.join(missing) if missing else ''}")
+    if not pd.api.types.is_numeric_dtype(data["rate"]) or pd.api.types.is_bool_dtype(data["rate"]):
+        raise ConfigError(f"a rate frame's 'rate' column must be numeric, not {data['rate'].dtype}")
     index = data.index
     if index.tz is None or str(index.tz) != "UTC" or index.unit != "ns":
         index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
         data = data.set_axis(index.as_unit("ns").rename(data.index.name or "time"), axis=0)
     return data
-
-
-def _to_utc(value: Any) -> pd.Timestamp:
-    """A UTC timestamp from anything ``pd.Timestamp`` accepts (naive means UTC)."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _by_pair(data: Any) -> dict[Pair, pd.Series]:
@@ -95,6 +100,54 @@ def _empty_index() -> pd.DatetimeIndex:
     return pd.DatetimeIndex([], dtype=_UTC_NS, name="time")
 
 
+def _freq(value: Any, name: str = "freq") -> pd.offsets.BaseOffset:
+    """A positive bucket frequency: a pandas offset (``"1min"``, ``"W"``, ``"MS"``) or a duration (``5`` = 5 s).
+
+    Whole days become hours (UTC has no daylight saving, so a day is 24 h): pandas ignores
+    ``origin`` for a ``Day`` offset on a tz-aware index and would anchor ``"2D"`` bars on each
+    pair's own first day.
+    """
+    hint = f"{name} must be a frequency like '1min', '7min', '1h' or 'W', or a number of seconds, not {value!r}"
+    if isinstance(value, pd.offsets.BaseOffset):
+        offset = value
+    elif isinstance(value, str) and not value.strip().replace(".", "", 1).isdigit():
+        try:
+            offset = pd.tseries.frequencies.to_offset(value.strip())
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(hint) from exc
+    else:
+        offset = pd.tseries.frequencies.to_offset(pd.Timedelta(span_ns(value, name, allow_none=False)))
+    if offset is None or offset.n <= 0:
+        raise ConfigError(hint)
+    if isinstance(offset, pd.offsets.Day):
+        offset = pd.offsets.Hour(24 * offset.n)
+    return offset
+
+
+def _resample(rates: pd.Series, offset: pd.offsets.BaseOffset) -> Any:
+    """``rates.resample(offset)`` on the package-wide grid: fixed spans count from the epoch, calendar ones are calendar."""
+    if isinstance(offset, pd.offsets.Tick):
+        return rates.resample(offset, origin="epoch")
+    return rates.resample(offset)
+
+
+def _pair(value: Any, name: str = "pair") -> Pair:
+    """One ``BASE/QUOTE`` pair, upper-cased (``ConfigError`` with a suggestion otherwise)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be one pair like 'BTC/USD', not {type(value).__name__} {value!r}")
+    return pair_list(value, name)[0]
+
+
+def _asset(value: Any, name: str) -> AssetId:
+    """One asset id such as ``"BTC"``, upper-cased."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be an asset id like 'BTC', not {type(value).__name__} {value!r}")
+    item = filter_item(value, name)
+    if "/" in item:
+        raise ConfigError(f"{name} must be an asset id like 'BTC', not the pair {item!r}")
+    return item
+
+
 # --------------------------------------------------------------------------- freshness
 
 
@@ -108,22 +161,24 @@ def age(data: Any, now: Any = None, stale_after: Any = None) -> pd.DataFrame:
         data: A rate frame (or an object with ``.df``).
         now: The instant ages are measured from; the current UTC time by default (pass
             ``df.index.max()`` to compare pairs of a recording with each other).
-        stale_after: If given, add a boolean ``stale`` column (``age > stale_after``).
+        stale_after: If given (``"15s"``, a ``timedelta`` or seconds), add a boolean ``stale``
+            column (``age > stale_after``).
 
     Returns:
         A DataFrame indexed by ``pair`` with ``time``, ``rate``, ``age`` (Timedelta) and
         optionally ``stale``.
     """
+    stamp = pd.Timestamp.now(tz="UTC") if now is None else utc(now, "now")
+    limit = span_ns(stale_after, "stale_after")
     parts = _by_pair(data)
-    stamp = pd.Timestamp.now(tz="UTC") if now is None else _to_utc(now)
     times = pd.DatetimeIndex([s.index[-1] for s in parts.values()], dtype=_UTC_NS)
     out = pd.DataFrame(
         {"time": times, "rate": np.array([s.iloc[-1] for s in parts.values()], dtype=np.float64)},
         index=pd.Index(list(parts), dtype="str", name="pair"),
     )
     out["age"] = stamp - out["time"]
-    if stale_after is not None:
-        out["stale"] = out["age"] > pd.Timedelta(stale_after)
+    if limit is not None:
+        out["stale"] = out["age"] > pd.Timedelta(limit)
     return out
 
 
@@ -136,7 +191,7 @@ def gaps(data: Any, threshold: Any = "5s", until: Any = None) -> pd.DataFrame:
 
     Args:
         data: A rate frame (or an object with ``.df``).
-        threshold: Minimum silence to report (strictly longer), e.g. ``"5s"``.
+        threshold: Minimum silence to report (strictly longer), e.g. ``"5s"`` or ``5`` (seconds).
         until: If given, also report each pair's trailing silence from its last update to
             ``until`` (marked ``open=True``).
 
@@ -144,11 +199,9 @@ def gaps(data: Any, threshold: Any = "5s", until: Any = None) -> pd.DataFrame:
         A DataFrame with ``pair``, ``start`` (last update before), ``end`` (first update
         after, or ``until``), ``duration`` and ``open``, ordered by ``start`` then ``pair``.
     """
-    limit = pd.Timedelta(threshold)
-    if limit < pd.Timedelta(0):
-        raise ConfigError(f"threshold must not be negative, not {threshold!r}")
-    limit_ns = int(limit.value)
-    until_ns = None if until is None else int(_to_utc(until).as_unit("ns").value)
+    limit_ns = span_ns(threshold, "threshold", allow_none=False)
+    assert limit_ns is not None
+    until_ns = None if until is None else utc_ns(until, "until")
     pairs: list[str] = []
     starts: list[np.ndarray[Any, Any]] = []
     ends: list[np.ndarray[Any, Any]] = []
@@ -181,52 +234,58 @@ def gaps(data: Any, threshold: Any = "5s", until: Any = None) -> pd.DataFrame:
 # --------------------------------------------------------------------------- prices
 
 
-def wide(data: Any, freq: str | None = None, how: str = "last") -> pd.DataFrame:
+def wide(data: Any, freq: Any = None, how: str = "last") -> pd.DataFrame:
     """Rates as time x pair, one column per pair, forward-filled (like ``collector.wide()``).
 
     With ``freq=None`` the index is every distinct update time; with ``freq`` each pair is
-    resampled into left-labelled buckets aggregated with ``how``.
+    resampled into left-labelled buckets of the shared grid (see the module docstring),
+    aggregated with ``how``.
 
     Raises:
-        ConfigError: If ``how`` is not ``last``/``first``/``mean``/``median``/``min``/``max``.
+        ConfigError: If ``how`` is not ``last``/``first``/``mean``/``median``/``min``/``max``,
+            or ``freq`` is not a frequency.
     """
-    if how not in AGGREGATIONS:
+    if not isinstance(how, str) or how not in AGGREGATIONS:
         raise ConfigError(f"how must be one of {sorted(AGGREGATIONS)}, not {how!r}")
+    offset = None if freq is None else _freq(freq)
     parts = {
-        pair: rates.groupby(level=0, sort=True).agg(how) if freq is None else rates.resample(freq).agg(how)
+        pair: rates.groupby(level=0, sort=True).agg(how) if offset is None else _resample(rates, offset).agg(how)
         for pair, rates in _by_pair(data).items()
     }
     if not parts:
         return pd.DataFrame(index=_empty_index(), columns=pd.Index([], dtype="str", name="pair"), dtype=np.float64)
     out = pd.concat(parts, axis=1, names=["pair"], sort=True).sort_index()
-    if freq is not None:
-        out = out.asfreq(freq)
+    if offset is not None:
+        out = out.asfreq(offset)
     out.index.name = "time"
     return out.ffill()
 
 
-def ohlc(data: Any, freq: str = "1min", pair: Pair | None = None) -> pd.DataFrame:
+def ohlc(data: Any, freq: Any = "1min", pair: Pair | None = None) -> pd.DataFrame:
     """Open/high/low/close of each pair per ``freq`` bucket (UTC, left-labelled), like ``collector.ohlc()``.
 
     With ``pair=None`` the columns are ``(pair, field)``; with a pair they are flat ``open,
     high, low, close, count``. A bucket without an update has NaN prices (``count`` 0): a bar
-    is never invented from the previous close.
+    is never invented from the previous close. Every pair's bars lie on one grid counted from
+    the epoch, so a ``"7min"`` table keeps every pair whatever day each first appeared.
     """
+    offset = _freq(freq)
+    chosen = None if pair is None else _pair(pair)
     parts = _by_pair(data)
-    if pair is not None:
-        rates = parts.get(pair, pd.Series([], index=_empty_index(), dtype=np.float64, name="rate"))
-        bars = rates.resample(freq)
+    if chosen is not None:
+        rates = parts.get(chosen, pd.Series([], index=_empty_index(), dtype=np.float64, name="rate"))
+        bars = _resample(rates, offset)
         out = bars.ohlc()
         out["count"] = bars.count().astype(np.int64)
         return out
     if not parts:
         columns = pd.MultiIndex.from_arrays([[], []], names=["pair", "field"])
         return pd.DataFrame(index=_empty_index(), columns=columns, dtype=np.float64)
-    bars = {name: rates.resample(freq).ohlc() for name, rates in parts.items()}
-    return pd.concat(bars, axis=1, names=["pair", "field"], sort=True).sort_index().asfreq(freq)
+    bars = {name: _resample(rates, offset).ohlc() for name, rates in parts.items()}
+    return pd.concat(bars, axis=1, names=["pair", "field"], sort=True).sort_index().asfreq(offset)
 
 
-def returns(data: Any, freq: str | None = None, pair: Pair | None = None) -> pd.DataFrame | pd.Series:
+def returns(data: Any, freq: Any = None, pair: Pair | None = None) -> pd.DataFrame | pd.Series:
     """Log returns ``ln(r_t / r_{t-1})`` per pair, as time x pair.
 
     Args:
@@ -237,6 +296,7 @@ def returns(data: Any, freq: str | None = None, pair: Pair | None = None) -> pd.
             rate carried over).
         pair: Return one pair's Series instead of the whole table.
     """
+    chosen = None if pair is None else _pair(pair)
     if freq is None:
         parts = {name: np.log(_unique_times(rates)).diff() for name, rates in _by_pair(data).items()}
         if parts:
@@ -246,17 +306,17 @@ def returns(data: Any, freq: str | None = None, pair: Pair | None = None) -> pd.
         out.index.name = "time"
     else:
         out = np.log(wide(data, freq=freq)).diff()
-    if pair is not None:
-        if pair not in out.columns:
-            raise ConfigError(f"no {pair} in the data; pairs: {sorted(map(str, out.columns))}")
-        return out[pair]
+    if chosen is not None:
+        if chosen not in out.columns:
+            raise ConfigError(f"no {chosen} in the data; pairs: {sorted(map(str, out.columns))}")
+        return out[chosen]
     return out
 
 
 def volatility(
     data: Any,
-    window: str = "1min",
-    freq: str | None = "1s",
+    window: Any = "1min",
+    freq: Any = "1s",
     *,
     annualize: bool = False,
     min_periods: int = 2,
@@ -265,19 +325,26 @@ def volatility(
 
     Args:
         data: A rate frame (or an object with ``.df``).
-        window: Trailing time span, e.g. ``"1min"``.
+        window: Trailing time span, e.g. ``"1min"`` or ``60`` (seconds).
         freq: Return interval (see :func:`returns`); ``None`` uses update-to-update returns.
-        annualize: Scale by ``sqrt(SECONDS_PER_YEAR / freq)``, i.e. per year of 24/7 trading.
+        annualize: Scale by ``sqrt(SECONDS_PER_YEAR / freq)``, i.e. per year of 24/7 trading
+            (365.25 days, the package's one constant in ``_types``).
         min_periods: Returns needed in the window for a value (sample std, ``ddof=1``).
 
     Raises:
-        ConfigError: If ``annualize`` is asked for without a fixed ``freq``.
+        ConfigError: If ``annualize`` is asked for without a fixed ``freq``, or an argument is
+            not what it should be.
     """
-    if annualize and freq is None:
-        raise ConfigError("annualize needs a fixed freq: update-to-update returns have no common interval")
-    out = returns(data, freq=freq).rolling(window, min_periods=min_periods).std()
-    if annualize and freq is not None:
-        out = out * math.sqrt(SECONDS_PER_YEAR / pd.Timedelta(freq).total_seconds())
+    span = pd.Timedelta(span_ns(window, "window", allow_none=False))
+    if isinstance(min_periods, (bool, np.bool_)) or not isinstance(min_periods, (int, np.integer)) or min_periods < 1:
+        raise ConfigError(f"min_periods must be an integer >= 1, not {min_periods!r}")
+    offset = None if freq is None else _freq(freq)
+    if annualize and not isinstance(offset, pd.offsets.Tick):
+        raise ConfigError("annualize needs a fixed freq such as '1s' or '1h': update-to-update returns "
+                          "and calendar frequencies have no common interval")
+    out = returns(data, freq=offset).rolling(span, min_periods=int(min_periods)).std()
+    if annualize and isinstance(offset, pd.offsets.Tick):
+        out = out * math.sqrt(SECONDS_PER_YEAR / pd.Timedelta(offset).total_seconds())
     return out
 
 
@@ -321,7 +388,7 @@ def cross(
         data: A rate frame (or an object with ``.df``).
         base, quote: The pair to compute, e.g. ``"BTC"``, ``"EUR"``.
         via: The common leg currency.
-        tolerance: Oldest a leg value may be, e.g. ``"5s"``; ``None`` accepts any age.
+        tolerance: Oldest a leg value may be, e.g. ``"5s"`` or ``5`` (seconds); ``None`` accepts any age.
 
     Returns:
         A DataFrame indexed by ``time`` with ``base_leg``, ``quote_leg``, ``cross``,
@@ -333,11 +400,12 @@ def cross(
     Raises:
         ConfigError: If the assets are not distinct or a leg is missing from the data.
     """
-    base, quote, via = (str(a).strip().upper() for a in (base, quote, via))
+    base, quote, via = _asset(base, "base"), _asset(quote, "quote"), _asset(via, "via")
     if len({base, quote, via}) != 3:
         raise ConfigError(f"base, quote and via must be three different assets, not {base}, {quote}, {via}")
+    tolerance_ns = span_ns(tolerance, "tolerance")
+    limit = None if tolerance_ns is None else pd.Timedelta(tolerance_ns)
     parts = _by_pair(data)
-    limit = None if tolerance is None else pd.Timedelta(tolerance)
     legs: dict[str, tuple[pd.Series, str] | None] = {
         "base_leg": _leg(parts, base, via),
         "quote_leg": _leg(parts, quote, via),
@@ -401,19 +469,19 @@ class RatesAccessor:
         """Silences longer than ``threshold`` per pair; see :func:`gaps`."""
         return gaps(self._frame, threshold, until=until)
 
-    def wide(self, freq: str | None = None, how: str = "last") -> pd.DataFrame:
+    def wide(self, freq: Any = None, how: str = "last") -> pd.DataFrame:
         """Time x pair, forward-filled; see :func:`wide`."""
         return wide(self._frame, freq=freq, how=how)
 
-    def ohlc(self, freq: str = "1min", pair: Pair | None = None) -> pd.DataFrame:
+    def ohlc(self, freq: Any = "1min", pair: Pair | None = None) -> pd.DataFrame:
         """OHLC bars per pair; see :func:`ohlc`."""
         return ohlc(self._frame, freq, pair=pair)
 
-    def returns(self, freq: str | None = None, pair: Pair | None = None) -> pd.DataFrame | pd.Series:
+    def returns(self, freq: Any = None, pair: Pair | None = None) -> pd.DataFrame | pd.Series:
         """Log returns per pair; see :func:`returns`."""
         return returns(self._frame, freq=freq, pair=pair)
 
-    def volatility(self, window: str = "1min", freq: str | None = "1s", *, annualize: bool = False,
+    def volatility(self, window: Any = "1min", freq: Any = "1s", *, annualize: bool = False,
                    min_periods: int = 2) -> pd.DataFrame:
         """Rolling volatility of log returns; see :func:`volatility`."""
         return volatility(self._frame, window, freq, annualize=annualize, min_periods=min_periods)

@@ -16,12 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import State
 from websockets.typing import Data
 from websockets.version import version as websockets_version
 
-from .config import SECURE, Settings, is_loopback, redact_url
+from ._secrets import RedactingLogger, redact_url
+from ._ws_compat import queued_frames
+from .batch import RateBatch
+from .config import SIMULATOR_HEADER, Settings, is_loopback, key_allowed
 from .exceptions import (
     AuthenticationError,
     CoinratesError,
@@ -31,8 +35,8 @@ from .exceptions import (
     StaleStreamError,
     TransportError,
 )
-from .messages import ErrorMessage, ExchangeRate, RateBatch, Reconnect, ServerMessage
-from .protocol import ClientProtocol
+from .messages import ErrorMessage, Reconnect
+from .protocol import MAX_BATCH_FRAMES, ClientProtocol
 from .retry import backoff, classify
 from .status import Telemetry
 
@@ -40,66 +44,11 @@ __all__ = ["Session"]
 
 logger = logging.getLogger("coinrates_nb.client")
 
-RateSink = Callable[[ExchangeRate, int], None]
-"""Called on the loop thread with each fresh update and its receive time (ns)."""
-
-BatchSink = Callable[[RateBatch, int], None]
-"""Called on the loop thread with a batch of fresh updates (columns) and their receive time (ns)."""
+Sink = Callable[[RateBatch, int], None]
+"""Called on the loop thread with each batch of fresh updates (columns) and their receive time (ns)."""
 
 TICK = 0.1
 """Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
-
-
-BATCH_MIN = 64
-"""Frames taken together from which they are parsed and stored as one batch, not one by one.
-
-Below it the vectorised path's fixed cost (a few dozen NumPy calls) exceeds what it saves
-(``benchmarks/bench_parse.py``)."""
-
-BATCH_MAX = 4096
-"""Most frames taken from the receive queue at once, to bound one batch's latency and memory."""
-
-SWITCH_MAX = 30.0
-"""Most seconds an old connection is read after a ``reconnect`` notice (its ``within_seconds`` is
-normally ~10, §4.2); past that it is closed and the held updates of the new one are released."""
-
-SWITCH_GRACE = 1.0
-"""Seconds past the notice's deadline an old connection may stay open with nothing queued
-before it is cut; one that is closing is read to its end (up to ``SWITCH_MAX``)."""
-
-HOLD_MAX = 131_072
-"""Most updates held back during a switch: the server's own per-connection buffer (§5)."""
-
-
-class _Hold:
-    """Updates a new connection received while the old one drains (make-before-break, §4.2)."""
-
-    __slots__ = ("items", "open")
-
-    def __init__(self) -> None:
-        self.items: list[tuple[ExchangeRate, int]] = []
-        self.open = True
-
-
-class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Hands websockets a logger that replaces the key wherever it would appear.
-
-    websockets logs every request header at DEBUG (``> X-CoinAPI-Key: ...``); a user who turns
-    on DEBUG logging must still never see the key.
-    """
-
-    def __init__(self, logger: logging.Logger, secret: str | None) -> None:
-        super().__init__(logger, {})
-        self.secret = secret
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        secret = self.secret
-        if secret:
-            msg = str(msg).replace(secret, SECURE)
-            args = tuple(str(a).replace(secret, SECURE) if secret in str(a) else a for a in args)
-        self.logger.log(level, msg, *args, **kwargs)
 
 
 class Session:
@@ -108,34 +57,32 @@ class Session:
     Args:
         settings: endpoint, key and timeouts.
         protocol: scope and liveness state; survives reconnects so the scope is replayed.
-        sink: receives each fresh ``ExchangeRate`` with its receive time.
+        sink: receives each batch of fresh updates (columns) with its receive time.
         telemetry: counters shown in the collector's status.
         on_disconnect: told when a connection ends, with the wall-clock time (ns), to record gaps.
         rng: randomness for backoff jitter (seedable in tests).
-        batch_sink: receives the fresh updates of a batch as columns (see ``BATCH_MIN``); by
-            default each row goes to ``sink``.
     """
 
     def __init__(
         self,
         settings: Settings,
         protocol: ClientProtocol,
-        sink: RateSink,
+        sink: Sink,
         telemetry: Telemetry,
         on_disconnect: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
-        batch_sink: BatchSink | None = None,
     ) -> None:
         self.settings = settings
         self.protocol = protocol
         self.sink = sink
-        self.batch_sink: BatchSink = batch_sink or self._each
         self.telemetry = telemetry
         self.on_disconnect = on_disconnect
         self.rng = rng or random.Random()
         self.current: ClientConnection | None = None
         key = settings.api_key.reveal() if settings.api_key is not None else None
-        self._ws_logger = _RedactingLogger(logging.getLogger("websockets.client"), key)
+        self._ws_logger = RedactingLogger(logging.getLogger("websockets.client"), [key] if key else [])
+        self._links = 0
+        """Connections opened so far; each one's number tells the protocol which link frames came from."""
         self._stopping = asyncio.Event()
         self._delivered = False
         """True once the current connection (or its make-before-break successor) delivered an update."""
@@ -160,10 +107,10 @@ class Session:
             self.telemetry.set_state("connecting" if first else "reconnecting")
             self._delivered = established = False
             try:
-                ws = await self._connect()
+                ws, link = await self._connect()
                 first = False
                 established = True
-                await self._serve(ws)
+                await self._serve(ws, link)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - top of the task: classify, count, never die
@@ -212,12 +159,14 @@ class Session:
 
     # ------------------------------------------------------------------ connection
 
-    async def _connect(self) -> ClientConnection:
-        """Open a connection and send the hello for the current scope."""
+    async def _connect(self) -> tuple[ClientConnection, int]:
+        """Open a connection and send the hello for the current scope; returns it and its link number."""
         url = self.settings.url
         assert url is not None
+        context = self.settings.ssl_context()
+        tls: dict[str, Any] = {} if context is None else {"ssl": context}  # websockets refuses ssl=None for wss://
         try:
-            ws = await connect(
+            ws = await _GuardedConnect(
                 url,
                 additional_headers=self.settings.headers(),
                 compression=self.settings.compression,
@@ -226,6 +175,7 @@ class Session:
                 ping_timeout=self.settings.ping_timeout,
                 max_size=self.settings.max_frame_bytes,
                 max_queue=1024,
+                **tls,
                 proxy=None if is_loopback(url) else True,
                 user_agent_header=f"coinrates_nb websockets/{websockets_version}",
                 logger=self._ws_logger,
@@ -238,19 +188,22 @@ class Session:
             # The server may answer the upgrade with an in-band error and close before our hello
             # lands (§2.3); the reader still gets that queued error, so let it decide.
             logger.debug("connection closed before the hello was sent")
-        self.protocol.connected(time.monotonic())
+        self._links += 1
+        if ws.response is not None and ws.response.headers.get(SIMULATOR_HEADER):
+            self.telemetry.server_simulated = True  # our own simulator said so in its handshake
         self.telemetry.connections += 1
         self.telemetry.set_state("connected")
         logger.info("connected to %s (%s)", redact_url(url), self.settings.source)
-        return ws
+        return ws, self._links
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: ClientConnection, link: int) -> None:
         """Read ``ws`` until it ends; on a server ``reconnect`` notice, switch to a new connection.
 
         Returns when the session stops; otherwise raises why the connection ended.
         """
         self.current = ws
-        reader: asyncio.Future[None] = asyncio.ensure_future(self._read(ws))
+        self.protocol.connected(time.monotonic())
+        reader: asyncio.Future[None] = asyncio.ensure_future(self._read(ws, link))
         try:
             while True:
                 done, _ = await asyncio.wait({reader}, timeout=TICK)
@@ -273,71 +226,44 @@ class Session:
             await _close_quietly(ws)
 
     async def _switch(self, old: ClientConnection, old_reader: asyncio.Future[None]) -> tuple[ClientConnection, asyncio.Future[None]]:
-        """Make-before-break (§4.2 option 3): open the new connection, drain the old one until it closes.
+        """Make-before-break (§4.2 option 3): open the new connection, read the old one until the protocol cuts it.
 
-        The old connection keeps delivering until the server closes it at the deadline. The new
-        one's updates are held back meanwhile and released through ``ClientProtocol.fresh`` once
-        the old one has ended: released at once, a newer update from the new link could overtake
-        an older one still in flight on the old link, and ``fresh`` would then drop the older as
-        out of order. Held back, every update is stored once and in time order per pair.
+        The protocol holds the new link's updates until the old link has ended
+        (``ClientProtocol.begin_switch``); this only opens, reads and closes.
         """
         deadline = self.protocol.reconnect_deadline or time.monotonic()
         logger.info("server asked to reconnect within %.1f s: opening a new connection first",
                     max(0.0, deadline - time.monotonic()))
-        new = await self._connect()  # resets the deadline; a failure here goes to run()'s retry loop
+        new, link = await self._connect()  # a failure here goes to run()'s retry loop
+        self.protocol.begin_switch(time.monotonic(), link)
+        self.protocol.connected(time.monotonic())
         self.telemetry.reconnects += 1
-        hold = _Hold()
-        new_reader: asyncio.Future[None] = asyncio.ensure_future(self._read(new, hold))
+        new_reader: asyncio.Future[None] = asyncio.ensure_future(self._read(new, link))
         self.current = new
-        now = time.monotonic()
-        soft = now + min(max(0.0, deadline - now), SWITCH_MAX) + SWITCH_GRACE
-        hard = now + SWITCH_MAX + SWITCH_GRACE
 
         async def drain() -> None:
-            # Read the old link to its end: the server closes it at the deadline, and what it
-            # sent before is still queued here if we lag. Past the deadline (+ grace) an old link
-            # that is still open with nothing queued is cut; after SWITCH_MAX, any old link is.
             try:
                 while not old_reader.done():
-                    now = time.monotonic()
-                    if now >= hard or now >= soft and old.state is State.OPEN and _queued_frames(old) == 0:
+                    if self.protocol.cut_old(time.monotonic(), old_open=old.state is State.OPEN,
+                                             old_queued=queued_frames(old)):
                         break
                     await asyncio.wait({old_reader}, timeout=TICK)
             finally:
                 old_reader.cancel()
                 with contextlib.suppress(BaseException):
                     await old_reader
-                self._release(hold)
+                held = self.protocol.end_switch()
+                kept = self._store_released()
+                logger.info("switched connections: %d held update(s), %d new", held, kept)
                 await _close_quietly(old)
 
         self._drains.add(task := asyncio.ensure_future(drain()))
         task.add_done_callback(self._drains.discard)
         return new, new_reader
 
-    def _release(self, hold: _Hold) -> None:
-        """Deliver the updates a make-before-break switch held back; later ones flow directly."""
-        hold.open = False
-        items, hold.items = hold.items, []
-        kept = 0
-        try:
-            for msg, received in items:
-                if self.protocol.fresh(msg):
-                    self.sink(msg, received)
-                    kept += 1
-        except Exception:  # noqa: BLE001 - runs in a drain task: log, never die silently
-            logger.error("releasing held updates failed", exc_info=True)
-        if kept:
-            self._delivered = True
-        logger.info("switched connections: %d held update(s), %d new", len(items), kept)
-
-    async def _read(self, ws: ClientConnection, hold: _Hold | None = None) -> None:
-        """Read frames until the connection closes, delivering fresh updates (or holding them, see ``_switch``).
-
-        After each wait it also takes every frame already queued (``_take_queued``). A few
-        are handled one by one; from ``BATCH_MIN`` on they are parsed and stored as one batch
-        (``ClientProtocol.receive_batch``, ``batch_sink``), with the same outcome.
-        """
-        protocol, telemetry = self.protocol, self.telemetry
+    async def _read(self, ws: ClientConnection, link: int) -> None:
+        """Read frames until the connection closes; each wait's frames, with all already queued, are one batch."""
+        telemetry = self.telemetry
         debug = logger.isEnabledFor(logging.DEBUG)
         closed: ConnectionClosed | None = None
         while True:
@@ -359,40 +285,11 @@ class Session:
             if debug:
                 for data in frames:
                     logger.debug("frame %s", data[:200] if isinstance(data, str) else f"<{len(data)} bytes>")
-            if (hold is None or not hold.open) and (
-                    len(frames) >= BATCH_MIN or any(type(d) is str and _is_array(d) for d in frames)):
-                self._deliver_batch(frames, received)  # array frames (a batching feed) hold many updates each
-                continue
-            for data in frames:
-                if type(data) is str and _is_array(data):  # a batching feed's frame (not CoinAPI): bypasses a hold
-                    self._deliver_batch([data], received)
-                    continue
-                try:
-                    msg = protocol.receive(data, time.monotonic())
-                except MessageError as exc:
-                    telemetry.reject(exc.kind, str(exc))
-                    continue
-                self._deliver(msg, received, hold)
+            self._deliver(frames, received, link)
 
-    def _deliver(self, msg: ServerMessage, received: int, hold: _Hold | None) -> None:
-        """Act on one parsed frame: store a fresh update (or hold it during a switch), raise a server error."""
-        if type(msg) is ExchangeRate:
-            if hold is not None and hold.open:
-                hold.items.append((msg, received))
-                if len(hold.items) >= HOLD_MAX:
-                    self._release(hold)
-            elif self.protocol.fresh(msg):
-                self.telemetry.lag_ns = received - msg.time_ns
-                self.sink(msg, received)
-                self._delivered = True
-        elif isinstance(msg, ErrorMessage):
-            self._server_error(msg)
-        elif isinstance(msg, Reconnect):
-            logger.info("server reconnect notice: within %s s", msg.within_seconds)
-
-    def _deliver_batch(self, frames: list[Data], received: int) -> None:
-        """Parse and store frames as one batch; the same outcome as :meth:`_deliver` on each frame."""
-        parsed = self.protocol.receive_batch(frames, time.monotonic())
+    def _deliver(self, frames: list[Data], received: int, link: int) -> None:
+        """Hand frames to the protocol, store what it deems fresh, report what it rejected; raise a server error."""
+        parsed = self.protocol.receive(frames, time.monotonic(), received, link)
         error: ErrorMessage | None = None
         for event in parsed.events:
             outcome = event.outcome
@@ -405,15 +302,21 @@ class Session:
         rates = parsed.rates
         if len(rates):
             self.telemetry.lag_ns = received - int(rates.time_ns[-1])
-            self.batch_sink(rates, received)
+            self.sink(rates, received)
             self._delivered = True
+        self._store_released()
         if error is not None:
             self._server_error(error)
 
-    def _each(self, rates: RateBatch, received: int) -> None:
-        """The default batch sink: each row to ``sink``, as an ``ExchangeRate``."""
-        for msg in rates.updates():
-            self.sink(msg, received)
+    def _store_released(self) -> int:
+        """Store the updates a switch held back, once the protocol released them; returns how many."""
+        kept = 0
+        for rates, received in self.protocol.released():
+            self.sink(rates, received)
+            kept += len(rates)
+        if kept:
+            self._delivered = True
+        return kept
 
     def _server_error(self, msg: ErrorMessage) -> None:
         """Log a server ``error`` and raise it; the server closes the connection after one (§4.4)."""
@@ -440,6 +343,24 @@ class Session:
         return exc
 
 
+class _GuardedConnect(connect):
+    """websockets' ``connect`` that follows a redirect only where the API key may go.
+
+    websockets strips ``Authorization`` and ``Cookie`` on a cross-origin redirect, not our
+    ``X-CoinAPI-Key``: a redirect that would carry the key to another host, or over plain
+    ``ws://`` to a remote one, is refused with a ``ConfigError`` (fatal, not retried).
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        target = super().process_redirect(exc)
+        if isinstance(target, str) and self.additional_headers is not None:
+            has_key = any(k.lower() == "x-coinapi-key" for k, _ in Headers(self.additional_headers).raw_items())
+            if has_key and not key_allowed(self.uri, target):
+                return ConfigError(f"refusing to follow a redirect to {redact_url(target)}: the API key goes only "
+                                   f"to {redact_url(self.uri)} (and only over wss:// or to loopback)")
+        return target
+
+
 async def _close_quietly(ws: Any) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(), timeout=2.0)
@@ -452,16 +373,16 @@ async def _take_queued(ws: ClientConnection, frames: list[Data]) -> ConnectionCl
     ``recv()`` is a timeout, and cancelling ``recv()`` loses nothing. ``asyncio.timeout(0)``
     fires only once the task would actually wait, so every ``recv()`` that completes from the
     queue returns normally and the first one that would block is cancelled. The count of
-    queued frames, when the connection exposes it, bounds the loop so that the usual drain
-    ends without that cancellation; it may count fragments, which the timeout still covers.
+    queued frames (``_ws_compat.queued_frames``), when this websockets version exposes it,
+    bounds the loop so that the usual drain ends without that cancellation.
 
     Returns the ``ConnectionClosed`` met while draining, for the caller to handle after
     processing the frames taken before it.
     """
-    queued = _queued_frames(ws)
+    queued = queued_frames(ws)
     if queued == 0:
         return None
-    limit = BATCH_MAX if queued is None else min(BATCH_MAX, len(frames) + queued)
+    limit = MAX_BATCH_FRAMES if queued is None else min(MAX_BATCH_FRAMES, len(frames) + queued)
     try:
         async with asyncio.timeout(0):
             while len(frames) < limit:
@@ -471,17 +392,3 @@ async def _take_queued(ws: ClientConnection, frames: list[Data]) -> ConnectionCl
     except ConnectionClosed as exc:
         return exc
     return None
-
-
-def _queued_frames(ws: ClientConnection) -> int | None:
-    """Frames waiting in ``ws``'s receive queue, or ``None`` if this websockets version hides it."""
-    try:
-        return len(ws.recv_messages.frames)
-    except (AttributeError, TypeError):
-        return None
-
-
-def _is_array(text: str) -> bool:
-    """True if the frame is a JSON array (a batching feed's frame); cheap for the usual ``{``."""
-    head = text[:1]
-    return head == "[" or head.isspace() and text.lstrip()[:1] == "["

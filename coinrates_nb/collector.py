@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -21,34 +22,52 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._cells import close_on_rerun
+from ._inputs import filter_items, span_ns
 from ._loop import close_loop
+from ._secrets import redact_url
+from ._threads import BackgroundThread
 from ._types import Pair, State
-from .config import Settings, redact_url
-from .exceptions import CollectorError
+from .batch import RateBatch
+from .config import Settings
+from .exceptions import CollectorError, ConfigError, WaitTimeoutError
 from .frame import RollingFrame
-from .messages import ExchangeRate, RateBatch
+from .messages import ExchangeRate
 from .protocol import ClientProtocol
-from .status import Status, Telemetry
+from .status import NO_DATA_AFTER, Status, Telemetry
 
 if TYPE_CHECKING:
     from .sim import Simulator
     from .store import Recorder
 
-__all__ = ["Collector", "stream"]
+__all__ = ["Collector", "Listener", "each", "stream"]
 
 logger = logging.getLogger("coinrates_nb.collector")
 
-RateListener = Callable[[ExchangeRate, int], None]
-"""Called on the collector thread for every stored update, with its receive time (ns)."""
+Listener = Callable[[RateBatch, int], None]
+"""Called on the collector thread with each batch of stored updates (columns) and their receive time (ns)."""
 
-BatchListener = Callable[[RateBatch, int], None]
-"""Called on the collector thread for each batch of stored updates, with their receive time (ns)."""
+
+def each(fn: Callable[[ExchangeRate, int], None]) -> Listener:
+    """Adapt ``fn(update, received_ns)``, called once per stored update, into a :data:`Listener`.
+
+    For code that wants one :class:`~coinrates_nb.messages.ExchangeRate` at a time; it costs a
+    dataclass per row, so hot consumers (the recorder) read the columns instead.
+    """
+
+    def listener(rates: RateBatch, received_ns: int) -> None:
+        for update in rates.updates():
+            fn(update, received_ns)
+
+    listener.__qualname__ = f"each({getattr(fn, '__qualname__', fn)!s})"
+    return listener
+
 
 _REGISTRY: weakref.WeakValueDictionary[Hashable, Collector] = weakref.WeakValueDictionary()
 _ALL: weakref.WeakSet[Collector] = weakref.WeakSet()
 
 
-class Collector:
+class Collector(BackgroundThread):
     """Streams exchange rates into a :class:`~coinrates_nb.frame.RollingFrame` from a background thread.
 
     Use :func:`stream` to create one. Reads (``df``, ``latest()``, ``status``) are safe from any
@@ -77,11 +96,16 @@ class Collector:
         )
         self.frame = RollingFrame(max_rows=max_rows, window=window)
         self.telemetry = Telemetry()
-        self._listeners: list[RateListener] = []
-        self._batch_listeners: list[BatchListener] = []
+        self._listeners: list[Listener] = []
+        self._recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+        """Recorders made by :meth:`record`, so ``status`` can show a failing one (a full disk)."""
         self._gaps: list[dict[str, Any]] = []
         self._open_gaps: dict[str, int] = {}
         self._last_seen: dict[str, int] = {}
+        self._subscribed_at: dict[str, float] = {}
+        """Monotonic time each pair joined the scope (for ``status.silent_pairs``)."""
+        self._state_lock = threading.Lock()
+        """Guards ``_last_seen``, ``_gaps``, ``_open_gaps`` and ``_subscribed_at`` between the loop thread and readers."""
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,40 +133,41 @@ class Collector:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop streaming, close the connection, join the thread; idempotent. The data stays."""
+        """Stop streaming, close the connection, join the thread; idempotent. The data stays.
+
+        The lock is held only to take the thread and simulator out; the join happens outside
+        it, so a dashboard's Stop button never blocks other calls for the join's duration.
+        """
+        if self._on_loop_thread():
+            raise CollectorError("stop() was called from the collector's own thread (a listener?): it would wait "
+                                 "for itself; call it from another thread")
         with self._lock:
-            thread, loop, session = self._thread, self._loop, self._session
-            if thread is None and self._simulator is None:
+            thread, loop, session, simulator = self._thread, self._loop, self._session, self._simulator
+            if thread is None and simulator is None:
                 return
-            if thread is not None and loop is not None and thread.is_alive():
-                if session is not None:
+            self._thread, self._simulator = None, None
+        if thread is not None and loop is not None and thread.is_alive():
+            if session is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to stop
                     loop.call_soon_threadsafe(session.stop)
-                thread.join(timeout)
-                if thread.is_alive():
-                    logger.warning("collector thread did not stop within %.1f s", timeout)
-            self._thread = None
-            if self._simulator is not None:
-                self._simulator.stop()
-                self._simulator = None
-            if self.telemetry.state != "error":
-                self.telemetry.set_state("stopped")
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("collector thread did not stop within %.1f s", timeout)
+        if simulator is not None:
+            simulator.stop()
+        if self.telemetry.state != "error":
+            self.telemetry.set_state("stopped")
         logger.info("collector stopped")
+
+    def _on_loop_thread(self) -> bool:
+        """True when called from the collector's own thread (where waiting on the loop would deadlock)."""
+        thread = self._thread
+        return thread is not None and thread is threading.current_thread()
 
     def restart(self) -> Collector:
         """Stop, then start again with the same scope and frame."""
         self.stop()
         return self.start()
-
-    def __enter__(self) -> Collector:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        """True while the background thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
 
     def _start_simulator(self) -> None:
         from .sim import Simulator  # lazy: importing the package opens no socket
@@ -167,8 +192,7 @@ class Collector:
         settings = self._active_settings
         try:
             asyncio.set_event_loop(loop)
-            self._session = Session(settings, self.protocol, self._on_rate, self.telemetry, self._on_disconnect,
-                                    batch_sink=self._on_rates)
+            self._session = Session(settings, self.protocol, self._on_rates, self.telemetry, self._on_disconnect)
             self._ready.set()
             loop.run_until_complete(self._session.run())
         except Exception as exc:  # noqa: BLE001 - top of the thread
@@ -184,99 +208,78 @@ class Collector:
 
     # ------------------------------------------------------------------ data path (loop thread)
 
-    def _on_rate(self, msg: ExchangeRate, received_ns: int) -> None:
-        pair = f"{msg.base}/{msg.quote}"
-        self.frame.append(msg.time_ns, pair, msg.rate, msg.rate_type, received_ns)
-        if self._open_gaps:
-            start = self._open_gaps.pop(pair, None)
-            if start is not None:
-                self._gaps.append({"pair": pair, "start": start, "end": msg.time_ns, "reason": "disconnect"})
-        self._last_seen[pair] = msg.time_ns
-        if self._batch_listeners:
-            self._notify_batch(RateBatch.of([msg]), received_ns)
-        if self._listeners:
-            self._notify((msg,), received_ns)
-
-    def _notify(self, updates: Iterable[ExchangeRate], received_ns: int) -> None:
-        listeners = self._listeners
-        for msg in updates:
-            for listener in listeners:
-                try:
-                    listener(msg, received_ns)
-                except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                    logger.exception("rate listener %r failed", listener)
-
-    def _notify_batch(self, rates: RateBatch, received_ns: int) -> None:
-        for batch_listener in self._batch_listeners:
-            try:
-                batch_listener(rates, received_ns)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                logger.exception("batch listener %r failed", batch_listener)
-
     def _on_rates(self, rates: RateBatch, received_ns: int) -> None:
-        """Store a batch of fresh updates with one ``extend``; gaps, freshness and listeners as :meth:`_on_rate`.
+        """Store fresh updates (a batch; one frame is a batch of one), close gaps, tell listeners.
 
-        Strings stay factorised (a few names per batch, codes per row), so nothing here costs
-        Python work per row unless a per-update listener is attached.
+        The collector boundary: an error of our own code here (the frame refusing rows, a bug)
+        is counted in ``status.internal_errors``, shown in ``last_error`` and logged, and the
+        stream goes on; it never becomes a reconnect (CoinAPI limits connections per IP).
         """
+        try:
+            self._store(rates, received_ns)
+        except Exception as exc:  # noqa: BLE001 - the collector boundary: count, show, never reconnect
+            t = self.telemetry
+            t.internal_errors += 1
+            t.last_error = f"internal error storing {len(rates):,} update(s): {type(exc).__name__}: {exc}"
+            if t.internal_errors == 1 or logger.isEnabledFor(logging.DEBUG):
+                logger.error("%s (further ones are counted in status.internal_errors)", t.last_error, exc_info=True)
+
+    def _store(self, rates: RateBatch, received_ns: int) -> None:
+        self.frame.extend(rates, received_ns)
+        with self._state_lock:
+            self._track(rates)
+        for listener in self._listeners:
+            try:
+                listener(rates, received_ns)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
+                logger.exception("rate listener %r failed", listener)
+
+    def _track(self, rates: RateBatch) -> None:
+        """Close the gaps of pairs that came back; remember each pair's newest time (state lock held)."""
         times = rates.time_ns
         n = len(times)
-        pair_names, pair_codes = rates.pairs()
-        type_names, type_codes = rates.rate_types()
-        self.frame.extend_factorized(times, pair_codes, pair_names, rates.rate, type_codes, type_names,
-                                     np.full(n, received_ns, np.int64))
-        # Fresh rows grow in time per pair, so a pair's first row closes its gap and its last is its newest.
-        if len(pair_names) == 1:
-            firsts, lasts = {pair_names[0]: 0}, {pair_names[0]: n - 1}
+        last_seen, open_gaps = self._last_seen, self._open_gaps
+        if n <= 8:  # the usual frame alone: Python beats a few NumPy calls
+            for code, t in zip(rates.code.tolist(), times.tolist(), strict=True):
+                base, quote, _ = rates.keys[code]
+                pair = f"{base}/{quote}"
+                if open_gaps:
+                    start = open_gaps.pop(pair, None)
+                    if start is not None:
+                        self._gaps.append({"pair": pair, "start": start, "end": t, "reason": "disconnect"})
+                last_seen[pair] = t
         else:
+            pair_names, pair_codes = rates.pairs()
+            # Fresh rows grow in time per pair, so a pair's first row closes its gap and its last is its newest.
             present, back = np.unique(pair_codes[::-1], return_index=True)
-            lasts = {pair_names[c]: n - 1 - i for c, i in zip(present.tolist(), back.tolist(), strict=True)}
-            firsts = {}
-            if self._open_gaps:
-                present, front = np.unique(pair_codes, return_index=True)
-                firsts = {pair_names[c]: i for c, i in zip(present.tolist(), front.tolist(), strict=True)}
-        if self._open_gaps:
-            for pair, i in firsts.items():
-                start = self._open_gaps.pop(pair, None)
-                if start is not None:
-                    self._gaps.append({"pair": pair, "start": start, "end": int(times[i]), "reason": "disconnect"})
-        for pair, i in lasts.items():
-            self._last_seen[pair] = int(times[i])
-        self._notify_batch(rates, received_ns)
-        if self._listeners:
-            self._notify(rates.updates(), received_ns)
+            if open_gaps:
+                _, front = np.unique(pair_codes, return_index=True)
+                for c, i in zip(present.tolist(), front.tolist(), strict=True):
+                    start = open_gaps.pop(pair_names[c], None)
+                    if start is not None:
+                        self._gaps.append({"pair": pair_names[c], "start": start, "end": int(times[i]),
+                                           "reason": "disconnect"})
+            for c, i in zip(present.tolist(), back.tolist(), strict=True):
+                last_seen[pair_names[c]] = int(times[n - 1 - i])
 
     def _on_disconnect(self, now_ns: int) -> None:
-        for pair, last in self._last_seen.items():
-            self._open_gaps.setdefault(pair, last)
+        with self._state_lock:
+            for pair, last in self._last_seen.items():
+                self._open_gaps.setdefault(pair, last)
 
-    def add_listener(self, listener: RateListener) -> Callable[[], None]:
-        """Call ``listener(update, received_ns)`` on the collector thread for each stored update.
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(batch, received_ns)`` on the collector thread for every batch of stored updates.
 
-        Returns a function that removes it. Used by recorders; keep listeners cheap.
+        The batch is columns (:class:`~coinrates_nb.messages.RateBatch`); wrap a per-update
+        function with :func:`each`. Returns a function that removes the listener. Keep it cheap:
+        it runs on the receiving thread.
         """
         # Copy-on-write: the collector thread iterates the list it loaded, so adding or removing
-        # a listener from another thread never makes it skip or repeat one for an update.
+        # a listener from another thread never makes it skip or repeat one for a batch.
         self._listeners = [*self._listeners, listener]
 
         def remove() -> None:
-            if listener in self._listeners:
-                self._listeners = [fn for fn in self._listeners if fn is not listener]
-
-        return remove
-
-    def add_batch_listener(self, listener: BatchListener) -> Callable[[], None]:
-        """Call ``listener(batch, received_ns)`` on the collector thread for each batch of stored updates.
-
-        Under load the collector parses and stores queued frames together; a batch listener gets
-        them as columns (:class:`~coinrates_nb.messages.RateBatch`), which costs nothing per row.
-        Updates stored one by one arrive as batches of one, so it sees every stored update.
-        Returns a function that removes it.
-        """
-        self._batch_listeners = [*self._batch_listeners, listener]
-
-        def remove() -> None:
-            self._batch_listeners = [fn for fn in self._batch_listeners if fn is not listener]
+            self._listeners = [fn for fn in self._listeners if fn is not listener]
 
         return remove
 
@@ -288,7 +291,9 @@ class Collector:
         """
         from .store import Recorder  # lazy: pyarrow loads only when recording
 
-        return Recorder(self, path, **options)
+        recorder = Recorder(self, path, **options)
+        self._recorders.add(recorder)
+        return recorder
 
     # ------------------------------------------------------------------ scope (any thread)
 
@@ -298,6 +303,9 @@ class Collector:
         if loop is None or session is None or not self.running:
             fn()
             return
+        if self._on_loop_thread():
+            raise CollectorError("subscribe/unsubscribe/set_pairs were called from the collector's own thread "
+                                 "(a listener?): it would wait on itself; call them from another thread")
 
         async def apply() -> None:
             await session.send(fn())
@@ -306,6 +314,7 @@ class Collector:
 
     def subscribe(self, items: str | Iterable[str]) -> Collector:
         """Add pairs or asset ids to the live subscription (a ``subscribe`` message, §3.1)."""
+        self._mark_subscribed(items)
         self._call(lambda: self.protocol.subscribe(items))
         return self
 
@@ -316,8 +325,18 @@ class Collector:
 
     def set_pairs(self, items: str | Iterable[str] | None) -> Collector:
         """Replace the whole subscription (a new ``hello``, §3.1)."""
+        if items is not None:
+            self._mark_subscribed(items)
         self._call(lambda: self.protocol.set_scope(items))
         return self
+
+    def _mark_subscribed(self, items: str | Iterable[str]) -> None:
+        """Remember when pairs joined the scope, so ``status.silent_pairs`` counts from then (validates ``items``)."""
+        now = time.monotonic()
+        fresh = [i for i in filter_items(items) if i not in set(self.protocol.scope.items or ())]
+        with self._state_lock:
+            for item in fresh:
+                self._subscribed_at[item] = now
 
     @property
     def pairs(self) -> tuple[str, ...] | None:
@@ -354,7 +373,8 @@ class Collector:
     @property
     def gaps(self) -> pd.DataFrame:
         """Per-pair gaps caused by disconnects: ``pair``, ``start`` (last update before), ``end`` (first after)."""
-        rows = list(self._gaps)
+        with self._state_lock:
+            rows = list(self._gaps)
         frame = pd.DataFrame(rows, columns=["pair", "start", "end", "reason"])
         for col in ("start", "end"):
             frame[col] = pd.to_datetime(frame[col].astype("int64"), unit="ns", utc=True)
@@ -363,22 +383,34 @@ class Collector:
 
     @property
     def status(self) -> Status:
-        """A typed snapshot of state, throughput, faults and freshness."""
+        """A typed snapshot of state, throughput, faults and freshness (safe from any thread)."""
         t, p = self.telemetry, self.protocol
         now = time.time_ns()
         stale_after_ns = int(max(p.stale_after, 5.0) * 1e9)
-        stale = tuple(sorted(pair for pair, last in self._last_seen.items() if now - last > stale_after_ns))
+        with self._state_lock:  # the loop thread inserts into these while we read
+            last_seen = dict(self._last_seen)
+            subscribed_at = dict(self._subscribed_at)
+        stale = tuple(sorted(pair for pair, last in last_seen.items() if now - last > stale_after_ns))
         state: State = t.state
         if state == "idle" and not self.running and self._thread is None and t.connections:
             state = "stopped"
+        silent: dict[str, float] = {}
+        since = t.connected_since
+        if state == "connected" and since is not None:
+            mono = time.monotonic()
+            for pair in p.scope.items or ():
+                if "/" in pair and pair not in last_seen:
+                    quiet = mono - max(since, subscribed_at.get(pair, since))
+                    if quiet >= NO_DATA_AFTER:
+                        silent[pair] = quiet
         return Status(
             state=state,
-            source=self.settings.source,
+            source="simulated" if self.settings.simulated or t.server_simulated else self.settings.source,
             url=self._describe_url(),
             scope=p.scope.items,
             messages=p.frames,
             rates=p.exrates,
-            msgs_per_s=t.throughput(),
+            msgs_per_s=t.throughput() if state in ("connected", "stale") else 0.0,
             heartbeats=p.heartbeats,
             unknown=p.unknown,
             rejected=dict(t.rejected),
@@ -391,6 +423,9 @@ class Collector:
             stale_pairs=stale,
             rows=len(self.frame),
             uptime_s=time.monotonic() - t.started_at,
+            silent_pairs=silent,
+            internal_errors=t.internal_errors,
+            recorders=tuple(r.status for r in list(self._recorders)),
         )
 
     def wait(self, timeout: float = 30.0, rows: int = 1, pairs: Iterable[str] | None = None) -> Collector:
@@ -400,18 +435,21 @@ class Collector:
         """
         wanted: set[str]
         if pairs is not None:
-            wanted = set(pairs)
+            wanted = set(filter_items(pairs))
         else:
             wanted = {i for i in (self.pairs or ()) if "/" in i}
         deadline = time.monotonic() + timeout
         while True:
             if self.telemetry.state == "error":  # first: rows from before a fatal error must not hide it
                 raise CollectorError(f"collector failed: {self.telemetry.last_error}")
-            counts = self.frame.counts() if hasattr(self.frame, "counts") else self.df["pair"].value_counts().to_dict()
+            counts = self.frame.counts()
             if wanted and all(counts.get(p, 0) >= rows for p in wanted) or not wanted and len(self.frame) >= rows:
                 return self
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no data for {sorted(wanted - {p for p, n in counts.items() if n >= rows})} within {timeout} s")
+                missing = sorted(wanted - {p for p, n in counts.items() if n >= rows})
+                hint = "; ".join(self.status.no_data_notes())
+                raise WaitTimeoutError(f"no data for {missing or 'any pair'} within {timeout:g} s"
+                                       f" (state {self.telemetry.state}){'; ' + hint if hint else ''}")
             time.sleep(0.02)
 
     def _describe_url(self) -> str | None:
@@ -430,29 +468,30 @@ class Collector:
     def _repr_html_(self) -> str:
         from html import escape
 
+        from ._badge import simulated_html
+
         s = self.status
-        badge = ('<span style="background:#b45309;color:white;padding:1px 6px;border-radius:3px;font-weight:bold">'
-                 'SIMULATED DATA</span> ' if s.simulated else "")
-        return f"<div>{badge}<code>{escape(repr(self))}</code></div>"
+        notes = "".join(f'<div style="color:#b45309">{escape(n)}</div>' for n in s.no_data_notes())
+        return f"<div>{simulated_html(s.simulated)}<code>{escape(repr(self))}</code>{notes}</div>"
 
 
 def _registry_key(pairs: Any, settings: Settings, window: Any, max_rows: Any) -> Hashable:
-    scope = None if pairs is None else (pairs,) if isinstance(pairs, str) else tuple(pairs)
-    return (scope, settings.url, settings.simulated, hash(settings.api_key), str(window), max_rows,
-            settings.update_limit_ms, settings.heartbeat)
+    """Everything that makes a collector what it is: the same key means the same running collector."""
+    scope = None if pairs is None else filter_items(pairs)
+    return (scope, settings, span_ns(window), max_rows)
 
 
 def stream(
     pairs: str | Iterable[str] | None = ("BTC/USD", "ETH/USD", "BTC/EUR"),
     *,
-    window: str | pd.Timedelta | None = None,
+    window: str | pd.Timedelta | float | None = None,
     max_rows: int | None = 100_000,
     url: str | None = None,
     api_key: str | None = None,
     simulated: bool | None = None,
     update_limit_ms: int | None = None,
     heartbeat: bool = True,
-    stale_after: float = 10.0,
+    stale_after: float | str = 10.0,
     seed: int | None = None,
     rate_hz: float = 5.0,
     start: bool = True,
@@ -461,10 +500,17 @@ def stream(
     """Start streaming ``pairs`` in the background and return the :class:`Collector` at once.
 
     With ``COINAPI_KEY`` set (or ``api_key=``) it connects to CoinAPI; otherwise it starts the
-    embedded simulator and labels everything as simulated. Calling it again with the same
-    arguments (e.g. re-running a notebook cell) returns the running collector instead of
-    leaking a second thread and socket.
+    embedded simulator and labels everything as simulated. Re-running a notebook cell follows
+    one rule: the same arguments give back the same running collector; changed arguments give
+    a new one, and the collector that cell made on its previous run is stopped (no leaked
+    threads or sockets). ``window`` is how long the buffer keeps rows (a span like ``"15min"``
+    or seconds); ``max_rows`` bounds it too.
+
+    Raises:
+        ConfigError: a pair, duration or setting is invalid (the message says what to write).
     """
+    if pairs is not None and not filter_items(pairs):
+        raise ConfigError("no pairs given: pass pairs like ['BTC/USD'], asset ids like 'BTC', or None for the whole stream")
     settings = Settings.resolve(
         url, api_key, simulated=simulated, update_limit_ms=update_limit_ms, heartbeat=heartbeat,
         stale_after=stale_after, simulator_seed=seed, simulator_rate_hz=rate_hz, **options,
@@ -472,9 +518,11 @@ def stream(
     key = _registry_key(pairs, settings, window, max_rows)
     existing = _REGISTRY.get(key)
     if existing is not None and existing.running:
+        close_on_rerun(existing, Collector.stop)
         return existing
     collector = Collector(pairs, settings, window=window, max_rows=max_rows)
     _REGISTRY[key] = collector
+    close_on_rerun(collector, Collector.stop)
     return collector.start() if start else collector
 
 

@@ -11,7 +11,10 @@ Every error the library raises derives from :class:`CoinratesError`; foreign err
     │   └── StaleStreamError   (also TimeoutError)    no frame arrived within the stale timeout
     ├── ServerError                                   the server sent an ``error`` message
     │   └── AuthenticationError                       the key was rejected: fatal, never retried
+    ├── StoreError             (also ValueError)      rows that the rolling frame cannot store
     ├── CollectorError         (also RuntimeError)    the collector cannot do what was asked
+    ├── WaitTimeoutError       (also TimeoutError)    ``wait()`` saw no data for the pairs in time
+    ├── SimulatorError         (also RuntimeError)    the simulator was used wrongly or a scenario timed out
     └── RecordingError         (also OSError)         a recording or replay could not be read/written
 """
 
@@ -90,8 +93,20 @@ class AuthenticationError(ServerError):
     """Raised when the API key is rejected (in-band ``error`` or HTTP 401/403); never retried."""
 
 
+class StoreError(CoinratesError, ValueError):
+    """Raised when rows cannot be stored in a rolling frame: a malformed pair, mismatched columns, too many pairs."""
+
+
 class CollectorError(CoinratesError, RuntimeError):
     """Raised when the collector cannot do what was asked, e.g. it has failed fatally."""
+
+
+class WaitTimeoutError(CoinratesError, TimeoutError):
+    """Raised when ``Collector.wait()`` does not see the rows it waits for within its timeout."""
+
+
+class SimulatorError(CoinratesError, RuntimeError):
+    """Raised when the simulator is used out of order (``url`` before ``start()``) or a scenario times out."""
 
 
 class RecordingError(CoinratesError, OSError):

@@ -43,8 +43,11 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 from pandas.tseries.frequencies import to_offset  # type: ignore[import-untyped, unused-ignore]
 
+from . import analysis
+from ._inputs import span_ns
 from ._types import RATE_TYPES, Pair, TimeNs, split_pair
-from .exceptions import CoinratesError, ConfigError, MessageError
+from .batch import RateBatch
+from .exceptions import ConfigError, StoreError
 
 __all__ = ["RollingFrame"]
 
@@ -55,7 +58,6 @@ Int16Array = npt.NDArray[np.int16]
 Int8Array = npt.NDArray[np.int8]
 Float64Array = npt.NDArray[np.float64]
 _Column = TypeVar("_Column", Int64Array, Int16Array, Float64Array, Int8Array)
-_View = TypeVar("_View")
 
 GROWTH_START: Final = 4096
 """Initial capacity of a ring that grows (``max_rows=None``); it doubles when full."""
@@ -66,12 +68,11 @@ MAX_PAIRS: Final = int(np.iinfo(np.int16).max) + 1
 MAX_RATE_TYPES: Final = int(np.iinfo(np.int8).max) + 1
 """Distinct rate types an ``int8`` code can name over a frame's life."""
 
-AGGREGATIONS: Final = frozenset({"last", "first", "mean", "median", "min", "max"})
-"""Values :meth:`RollingFrame.wide` accepts for ``how``."""
 
-OHLC: Final = ("open", "high", "low", "close")
 
 _UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
+_SCALAR_ROWS: Final = 8
+"""Batches up to this many rows (with one receive time) are written row by row (``benchmarks/bench_parse.py``)."""
 _SCALAR_EVICTIONS: Final = 16
 """Window evictions done one scalar at a time before switching to vectorised block scans."""
 _SCAN_START: Final = 64
@@ -104,35 +105,12 @@ class _Raw(NamedTuple):
     tables: _Tables
 
 
-def parse_span(window: str | pd.Timedelta | None, name: str = "window") -> int | None:
-    """Return a time span like ``"15min"`` as positive integer nanoseconds, or ``None``; raise ``ConfigError`` if bad."""
-    if window is None:
-        return None
-    try:
-        span = pd.Timedelta(window)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be a time span like '15min', not {window!r}") from exc
-    if pd.isna(span) or span <= pd.Timedelta(0):
-        raise ConfigError(f"{name} must be a positive time span, not {window!r}")
-    return int(span.value)
-
-
 def _format_span(ns: int) -> str:
     """Format nanoseconds the way pandas spells a frequency (``"15min"``, ``"90s"``)."""
     try:
         return str(to_offset(pd.Timedelta(ns, unit="ns")).freqstr)
     except ValueError:  # pragma: no cover - every positive Timedelta has an offset today
         return str(pd.Timedelta(ns, unit="ns"))
-
-
-def _as_ns(values: npt.ArrayLike, name: str) -> Int64Array:
-    """Return a 1-D ``int64`` nanosecond array from ints or any ``datetime64`` unit."""
-    array = np.asarray(values)
-    if array.dtype.kind == "M":
-        array = array.astype("datetime64[ns]").view(np.int64)
-    if array.ndim != 1:
-        raise MessageError(f"{name} must be one-dimensional, got shape {array.shape}", field=name)
-    return array.astype(np.int64, copy=False)
 
 
 def _utc(ns: Int64Array, name: str | None = None) -> Any:
@@ -190,7 +168,7 @@ class RollingFrame:
             raise ConfigError("RollingFrame needs a bound: give max_rows, window, or both")
         if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
             raise ConfigError(f"max_rows must be a positive int or None, not {max_rows!r}")
-        self._window_ns = parse_span(window)
+        self._window_ns = span_ns(window)
         self._grows = max_rows is None
         capacity = GROWTH_START if max_rows is None else max_rows
         self._lock = threading.Lock()
@@ -217,20 +195,46 @@ class RollingFrame:
         # row is evicted last, so while its count is > 0 that index still holds it.
         self._live: list[int] = []
         self._last: list[int] = []
-        self._tables = self._make_tables()
+        self._table_cache: _Tables | None = None
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, time_ns: TimeNs, pair: Pair, rate: float, rate_type: str, received_ns: TimeNs) -> None:
-        """Write one row into the ring, evicting by capacity and window as needed.
+    def extend(self, rates: RateBatch, received_ns: TimeNs | npt.ArrayLike) -> None:
+        """Store a batch of updates (one update is a batch of one), evicting by capacity and window.
 
-        O(1) amortised and copy-free, so the collector can call it per message however
-        large the window is.
+        Copy-free for the window: the batch's columns are written into the ring in at most two
+        slices, and strings stay factorised (a few names looked up per batch, codes per row). A
+        batch larger than the capacity keeps only its last ``capacity`` rows (a growing ring
+        grows instead). ``received_ns`` is one receive time for the whole batch, or one per row.
 
         Raises:
-            MessageError: If ``pair`` is not ``BASE/QUOTE``.
-            CoinratesError: If more distinct pairs or rate types arrive than the codes can name.
+            StoreError: If ``received_ns`` does not match the batch, or more distinct pairs or
+                rate types arrive than the codes can name.
         """
+        n = len(rates)
+        if n == 0:
+            return
+        if n <= _SCALAR_ROWS and isinstance(received_ns, int):
+            keys = rates.keys
+            for code, time_ns, rate in zip(rates.code.tolist(), rates.time_ns.tolist(), rates.rate.tolist(),
+                                           strict=True):
+                base, quote, rate_type = keys[code]
+                self._write_one(f"{base}/{quote}", rate_type, time_ns, rate, received_ns)
+            return
+        received = np.asarray(received_ns, dtype=np.int64)
+        if received.ndim == 0:
+            received = np.full(n, received, np.int64)
+        elif received.shape != (n,):
+            raise StoreError(f"received_ns must be one time or one per row ({n}), not shape {received.shape}")
+        pair_names, pair_codes = rates.pairs()
+        type_names, type_codes = rates.rate_types()
+        codes = self._codes(pair_names, self._pair_code, self._register_pair).astype(np.int16)[pair_codes]
+        types = self._codes(type_names, self._rate_type_code, self._register_rate_type).astype(np.int8)[type_codes]
+        with self._lock:
+            self._write_batch(rates.time_ns, codes, rates.rate, types, received)
+
+    def _write_one(self, pair: Pair, rate_type: str, time_ns: TimeNs, rate: float, received_ns: TimeNs) -> None:
+        """The scalar path of :meth:`extend` for a few rows, one at a time: ~1 µs a row instead of ~30 µs of NumPy calls."""
         lock = self._lock
         lock.acquire()  # not `with`: the context manager costs ~2x on this hot path
         try:
@@ -278,79 +282,6 @@ class RollingFrame:
                     self._evict_before(cutoff)
         finally:
             lock.release()
-
-    def extend(
-        self,
-        time_ns: npt.ArrayLike,
-        pairs: Sequence[Pair],
-        rates: npt.ArrayLike,
-        rate_types: Sequence[str],
-        received_ns: npt.ArrayLike,
-    ) -> None:
-        """Append a batch of rows; the result equals appending them one by one.
-
-        Vectorised: strings are factorised once per batch and the columns are copied in at
-        most two slices. A batch larger than the capacity keeps only its last ``capacity``
-        rows (with a growing ring, the ring grows instead). ``time_ns`` and ``received_ns``
-        may be ``int64`` nanoseconds or any ``datetime64`` array.
-
-        Raises:
-            MessageError: If the columns differ in length or a pair is not ``BASE/QUOTE``.
-        """
-        times = _as_ns(time_ns, "time_ns")
-        received = _as_ns(received_ns, "received_ns")
-        values = np.asarray(rates, dtype=np.float64)
-        n = len(times)
-        lengths = {"time_ns": n, "pairs": len(pairs), "rates": len(values), "rate_types": len(rate_types),
-                   "received_ns": len(received)}
-        if len(set(lengths.values())) != 1:
-            raise MessageError(f"extend columns differ in length: {lengths}", field="extend")
-        if n == 0:
-            return
-        codes = self._codes(pairs, self._pair_code, self._register_pair).astype(np.int16)
-        type_codes = self._codes(rate_types, self._rate_type_code, self._register_rate_type).astype(np.int8)
-        with self._lock:
-            self._write_batch(times, codes, values, type_codes, received)
-
-    def extend_factorized(
-        self,
-        time_ns: npt.ArrayLike,
-        pair_codes: npt.ArrayLike,
-        pair_names: Sequence[Pair],
-        rates: npt.ArrayLike,
-        type_codes: npt.ArrayLike,
-        type_names: Sequence[str],
-        received_ns: npt.ArrayLike,
-    ) -> None:
-        """:meth:`extend` with pairs and rate types given factorised, as ``pd.factorize`` returns them.
-
-        Row ``i`` has pair ``pair_names[pair_codes[i]]`` and rate type
-        ``type_names[type_codes[i]]``. Only the few names are looked up, not a string per row:
-        the collector stores parsed batches this way.
-
-        Raises:
-            MessageError: If the columns differ in length, a code is out of range, or a pair is
-                not ``BASE/QUOTE``.
-        """
-        times = _as_ns(time_ns, "time_ns")
-        received = _as_ns(received_ns, "received_ns")
-        values = np.asarray(rates, dtype=np.float64)
-        pair_idx = np.asarray(pair_codes, dtype=np.intp)
-        type_idx = np.asarray(type_codes, dtype=np.intp)
-        n = len(times)
-        lengths = {"time_ns": n, "pair_codes": len(pair_idx), "rates": len(values), "type_codes": len(type_idx),
-                   "received_ns": len(received)}
-        if len(set(lengths.values())) != 1:
-            raise MessageError(f"extend columns differ in length: {lengths}", field="extend")
-        if n == 0:
-            return
-        for name, idx, names in (("pair_codes", pair_idx, pair_names), ("type_codes", type_idx, type_names)):
-            if idx.min() < 0 or idx.max() >= len(names):
-                raise MessageError(f"{name} must index the {len(names)} names given", field=name)
-        codes = self._codes(pair_names, self._pair_code, self._register_pair).astype(np.int16)[pair_idx]
-        types = self._codes(type_names, self._rate_type_code, self._register_rate_type).astype(np.int8)[type_idx]
-        with self._lock:
-            self._write_batch(times, codes, values, types, received)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -418,57 +349,13 @@ class RollingFrame:
             copy=False,
         )
 
-    def wide(self, how: str = "last", freq: str | None = None) -> pd.DataFrame:
-        """Return rates as time x pair, one column per pair (first-seen order), forward-filled.
-
-        With ``freq=None`` the index is every distinct row time and rows sharing a time are
-        aggregated with ``how``; with ``freq`` (e.g. ``"1s"``) each pair is resampled into
-        regular buckets labelled by their left edge and aggregated with ``how``. Either way
-        a pair's last value carries forward until it changes, so each row is a full cross-section.
-
-        Args:
-            how: ``"last"``, ``"first"``, ``"mean"``, ``"median"``, ``"min"`` or ``"max"``.
-            freq: A pandas frequency string, or ``None`` for exact times.
-
-        Raises:
-            ConfigError: If ``how`` is not one of the aggregations above.
-        """
-        if how not in AGGREGATIONS:
-            raise ConfigError(f"how must be one of {sorted(AGGREGATIONS)}, not {how!r}")
-
-        def aggregate(rates: pd.Series) -> pd.Series:
-            if freq is None:
-                return rates.groupby(level="time", sort=True).agg(how)
-            return rates.resample(freq).agg(how)
-
-        parts = self._per_pair(aggregate)
-        if not parts:
-            return pd.DataFrame(index=_empty_time_index(), columns=pd.Index([], dtype="str", name="pair"),
-                                dtype=np.float64)
-        out = pd.concat(parts, axis=1, names=["pair"], sort=True)
-        if freq is not None:
-            out = out.asfreq(freq)
-        return out.ffill()
+    def wide(self, freq: str | None = None, how: str = "last") -> pd.DataFrame:
+        """Rates as time x pair, forward-filled: :func:`coinrates_nb.analysis.wide` of the snapshot."""
+        return analysis.wide(self.snapshot(), freq=freq, how=how)
 
     def ohlc(self, freq: str = "1min", pair: Pair | None = None) -> pd.DataFrame:
-        """Return open/high/low/close bars of the rate per ``freq`` bucket (UTC, left-labelled).
-
-        With ``pair=None`` the columns are a MultiIndex ``(pair, field)`` over all live pairs,
-        on one regular index; with a pair the columns are flat ``open, high, low, close,
-        count``. Buckets without a row have NaN prices (and ``count`` 0): a bar is never
-        invented from a previous close.
-        """
-        if pair is not None:
-            raw = self.snapshot(pairs=[pair])["rate"]
-            bars = _time_sorted(raw).resample(freq)
-            out = bars.ohlc()
-            out["count"] = bars.count().astype(np.int64)
-            return out
-        parts = self._per_pair(lambda rates: rates.resample(freq).ohlc())
-        if not parts:
-            columns = pd.MultiIndex.from_arrays([[], []], names=["pair", "field"])
-            return pd.DataFrame(index=_empty_time_index(), columns=columns, dtype=np.float64)
-        return pd.concat(parts, axis=1, names=["pair", "field"]).sort_index().asfreq(freq)
+        """Open/high/low/close bars per ``freq``: :func:`coinrates_nb.analysis.ohlc` of the snapshot."""
+        return analysis.ohlc(self.snapshot(), freq, pair=pair)
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -548,6 +435,21 @@ class RollingFrame:
         self._rate_type_view = self._rate_type.data
         self._received_view = self._received.data
 
+    @property
+    def _tables(self) -> _Tables:
+        """The code tables as of now (lock held), rebuilt only when a pair or rate type was added since.
+
+        Registering a pair only appends to the code dicts (O(1)); the categorical dtypes are
+        built here, at most once per view after new names, so 10,000 new pairs cost one
+        rebuild, not 10,000.
+        """
+        cached = self._table_cache
+        if (cached is not None and len(cached.pair_names) == len(self._pair_code)
+                and len(cached.rate_type_dtype.categories) == len(self._rate_type_code)):
+            return cached
+        self._table_cache = tables = self._make_tables()
+        return tables
+
     def _make_tables(self) -> _Tables:
         """Build an immutable :class:`_Tables` from the code dicts (lock held)."""
         return _Tables(
@@ -583,16 +485,15 @@ class RollingFrame:
         try:
             base, quote = split_pair(pair)
         except (TypeError, ValueError, AttributeError) as exc:
-            raise MessageError(f"pair must be 'BASE/QUOTE', not {pair!r}", field="pair", payload=str(pair)) from exc
+            raise StoreError(f"pair must be 'BASE/QUOTE', not {pair!r}") from exc
         code = len(self._pair_code)
         if code >= MAX_PAIRS:
-            raise CoinratesError(f"RollingFrame holds at most {MAX_PAIRS:,} distinct pairs; {pair!r} is one more")
+            raise StoreError(f"RollingFrame holds at most {MAX_PAIRS:,} distinct pairs; {pair!r} is one more")
         self._pair_code[pair] = code
         self._base_of.append(self._base_code.setdefault(base, len(self._base_code)))
         self._quote_of.append(self._quote_code.setdefault(quote, len(self._quote_code)))
         self._live.append(0)
         self._last.append(0)
-        self._tables = self._make_tables()
         logger.debug("frame: new pair %s (code %d)", pair, code)
         return code
 
@@ -600,9 +501,8 @@ class RollingFrame:
         """Give ``rate_type`` the next code and rebuild the tables (lock held; rare)."""
         code = len(self._rate_type_code)
         if code >= MAX_RATE_TYPES:
-            raise CoinratesError(f"RollingFrame holds at most {MAX_RATE_TYPES} rate types; {rate_type!r} is one more")
+            raise StoreError(f"RollingFrame holds at most {MAX_RATE_TYPES} rate types; {rate_type!r} is one more")
         self._rate_type_code[str(rate_type)] = code
-        self._tables = self._make_tables()
         logger.debug("frame: new rate type %s (code %d)", rate_type, code)
         return code
 
@@ -742,16 +642,3 @@ class RollingFrame:
             index=_utc(raw.time, "time"),
             copy=False,
         )
-
-    def _per_pair(self, view: Callable[[pd.Series], _View]) -> dict[Pair, _View]:
-        """Apply ``view`` to each live pair's time-sorted rate series, keyed by pair name."""
-        snap = self.snapshot()
-        return {str(name): view(_time_sorted(rates))
-                for name, rates in snap["rate"].groupby(snap["pair"], observed=True, sort=True)}
-
-
-def _time_sorted(rates: pd.Series) -> pd.Series:
-    """Return ``rates`` ordered by time, keeping arrival order among equal times."""
-    if rates.index.is_monotonic_increasing:
-        return rates
-    return rates.sort_index(kind="stable")

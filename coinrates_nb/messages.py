@@ -8,12 +8,10 @@ Facts cite ``../shared/protocol/exrates-websocket.md`` (section numbers as "§")
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import compress
 from typing import Any, Final, Literal, TypedDict
 
 import msgspec
@@ -21,7 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ._types import AssetId, FilterItem, Pair, TimeNs
+from .batch import RateBatch, RateKey
 from .exceptions import MessageError
+from .times import MAX_TIME_NS, MIN_TIME_NS, format_time, parse_time, times_ns
 
 __all__ = [
     "BatchEvent",
@@ -30,21 +30,15 @@ __all__ = [
     "ExchangeRate",
     "Heartbeat",
     "Hello",
-    "RateBatch",
-    "RateKey",
     "Reconnect",
     "ServerBatch",
     "ServerMessage",
     "Subscribe",
     "Unknown",
     "Unsubscribe",
-    "format_time",
     "parse_client",
     "parse_server",
     "parse_server_batch",
-    "parse_time",
-    "parse_time_any",
-    "times_ns",
 ]
 
 HEARTBEAT_TYPES: Final = frozenset({"hearbeat", "heartbeat"})
@@ -90,89 +84,6 @@ class ReconnectWire(TypedDict):
     before_time: str
 
 
-# --------------------------------------------------------------------------- time
-
-_TIME_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
-    r"(Z|[+-]\d{2}:?\d{2})?"
-)
-_EPOCH_DAYS: dict[str, int] = {}
-_EPOCH_ORDINAL: Final = _dt.date(1970, 1, 1).toordinal()
-_NS_PER_S: Final = 1_000_000_000
-_PAD = "000000000"
-
-
-def _epoch_day(date_text: str) -> int:
-    """Days since 1970-01-01 for ``YYYY-MM-DD``, cached: a stream sees few distinct dates."""
-    day = _EPOCH_DAYS.get(date_text)
-    if day is None:
-        day = _dt.date.fromisoformat(date_text).toordinal() - _EPOCH_ORDINAL
-        if len(_EPOCH_DAYS) > 4096:
-            _EPOCH_DAYS.clear()
-        _EPOCH_DAYS[date_text] = day
-    return day
-
-
-_SECONDS: dict[str, int] = {}
-
-
-def parse_time(text: str, field_name: str = "time") -> TimeNs:
-    """Parse an ISO-8601 time into UTC integer nanoseconds (fast path for CoinAPI's own form).
-
-    The wire form ``YYYY-MM-DDTHH:MM:SS.fffffffZ`` (§7) is split into a cached whole-second
-    prefix (a stream repeats it many times a second) and 7 digits of 100 ns; anything else
-    goes through :func:`parse_time_any`.
-    """
-    if len(text) == 28 and text[27] == "Z" and text[19] == "." and isinstance(text, str):
-        frac = text[20:27]
-        if frac.isdigit() and frac.isascii():
-            prefix = text[:19]
-            whole = _SECONDS.get(prefix)
-            if whole is None:
-                whole = parse_time_any(prefix + "Z", field_name)
-                if len(_SECONDS) > 4096:
-                    _SECONDS.clear()
-                _SECONDS[prefix] = whole
-            return whole + int(frac) * 100
-    return parse_time_any(text, field_name)
-
-
-def parse_time_any(text: str, field_name: str = "time") -> TimeNs:
-    """Parse an ISO-8601 time into UTC integer nanoseconds, keeping every fractional digit.
-
-    CoinAPI sends 7 fractional digits and ``Z`` (§7); ``datetime.fromisoformat`` would drop the
-    7th digit, so the arithmetic is done on integers. 0–9 digits and ``±HH:MM`` offsets are
-    accepted; a missing zone means UTC (§7, "Without a zone, UTC is assumed").
-    """
-    match = _TIME_RE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise MessageError("not an ISO-8601 time", field=field_name, payload=str(text), kind="bad_time")
-    year, month, day, hour, minute, second, frac, zone = match.groups()
-    try:
-        days = _epoch_day(f"{year}-{month}-{day}")
-    except ValueError as exc:
-        raise MessageError("invalid calendar date", field=field_name, payload=text, kind="bad_time") from exc
-    h, m, s = int(hour), int(minute), int(second or 0)
-    if h > 23 or m > 59 or s > 60:
-        raise MessageError("time of day out of range", field=field_name, payload=text, kind="bad_time")
-    ns = ((days * 24 + h) * 60 + m) * 60 * _NS_PER_S + s * _NS_PER_S
-    if frac:
-        ns += int((frac + _PAD)[:9])
-    if zone and zone != "Z":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        offset_min = int(digits[:2]) * 60 + int(digits[2:])
-        ns -= sign * offset_min * 60 * _NS_PER_S
-    return ns
-
-
-def format_time(ns: TimeNs) -> str:
-    """Format UTC nanoseconds the way CoinAPI does: ``YYYY-MM-DDTHH:MM:SS.fffffffZ`` (§7)."""
-    seconds, rem = divmod(ns, _NS_PER_S)
-    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
-    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{rem // 100:07d}Z"
-
-
 # --------------------------------------------------------------------------- client -> server
 
 
@@ -180,7 +91,7 @@ def _check_items(items: object, payload: str | bytes = "") -> tuple[FilterItem, 
     """Validate and normalise ``subscribe_filter_asset_id``: non-empty ids or ``BASE/QUOTE`` pairs."""
     if isinstance(items, str) or not isinstance(items, (list, tuple, set, frozenset)):
         raise MessageError("expected a list of asset ids or pairs", field="subscribe_filter_asset_id", payload=payload)
-    out: list[str] = []
+    out: dict[str, None] = {}  # ordered set: O(1) membership for scopes of thousands of pairs
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise MessageError("filter entries must be non-empty strings", field="subscribe_filter_asset_id",
@@ -190,8 +101,7 @@ def _check_items(items: object, payload: str | bytes = "") -> tuple[FilterItem, 
         if len(parts) > 2 or not all(parts):
             raise MessageError(f"{item!r} is neither an asset id nor a BASE/QUOTE pair",
                                field="subscribe_filter_asset_id", payload=payload or repr(items))
-        if norm not in out:
-            out.append(norm)
+        out.setdefault(norm)
     return tuple(out)
 
 
@@ -456,8 +366,6 @@ _MISSING_FIELD_RE: Final = re.compile(r"missing required field `([A-Za-z_]+)`")
 _HEARTBEAT_OF: Final = {"hearbeat": Heartbeat("hearbeat"), "heartbeat": Heartbeat("heartbeat")}
 
 
-_MIN_TIME_NS: Final = -(1 << 63)
-_MAX_TIME_NS: Final = (1 << 63) - 1
 
 
 def _is_asset(value: str) -> bool:
@@ -476,7 +384,7 @@ def exchange_rate(base: str, quote: str, rate_type: str, time_text: str, rate: f
     if not (0.0 < rate <= MAX_RATE) or math.isnan(rate):
         raise MessageError(f"rate must be positive and finite, got {rate!r}", field="rate", payload=data, kind="bad_rate")
     time_ns = parse_time(time_text)
-    if not (_MIN_TIME_NS < time_ns <= _MAX_TIME_NS):
+    if not (MIN_TIME_NS < time_ns <= MAX_TIME_NS):
         # Rows are stored as int64 nanoseconds (datetime64[ns]): years 1677-2262 only.
         raise MessageError("time out of the nanosecond range (years 1677-2262)", field="time", payload=data,
                            kind="bad_time")
@@ -528,110 +436,16 @@ def _parse_slow(data: str | bytes, exc: msgspec.ValidationError) -> ServerMessag
 # --------------------------------------------------------------------------- batches of server frames
 #
 # Receiving a frame with ``websockets`` costs a few µs; parsing each update into a dataclass and
-# its time with a per-message ``parse_time`` costs about as much again. When frames queue up,
-# the client parses them together instead: one typed msgspec decode per frame, the strings of
-# each update factorised, every time string of the batch converted in one NumPy pass, validity
-# checked with NumPy, and the updates kept as columns (``benchmarks/bench_parse.py``). Anything the
-# vectorised checks cannot vouch for goes through the scalar functions above, so a batch gives
-# exactly the messages, values and errors that parsing its frames one by one gives.
+# its time with a per-message ``parse_time`` costs about as much again. The client parses every
+# read as a batch (one frame alone is a batch of one): one typed msgspec decode per frame, the
+# strings of each update factorised, every time string of the batch converted in one NumPy pass,
+# validity checked with NumPy, and the updates kept as columns (``benchmarks/bench_parse.py``).
+# A few frames are parsed one at a time instead, where a dozen NumPy calls would cost more than
+# they save. Anything the vectorised checks cannot vouch for goes through the scalar functions
+# above, so a batch gives exactly the messages, values and errors of its frames one by one.
 
-_FrameStruct = _ExrateStruct | _HearbeatStruct | _HeartbeatStruct | _ErrorStruct | _ReconnectStruct | list[_ServerStruct]
-_FRAME: Final = msgspec.json.Decoder(_FrameStruct)
-"""Decodes one frame: a server message, or a JSON array of them (a batching feed, not CoinAPI)."""
-
-_ARRAY: Final = msgspec.json.Decoder(list[object])
-_TIME_LEN: Final = 28
-"""Length of ``YYYY-MM-DDTHH:MM:SS.fffffffZ``, the only shape the vectorised time path converts."""
-_TIME_HEAD: Final = np.dtype([("head", "S19"), ("tail", "S9")])
-"""A wire time as its whole-second prefix and the rest, to compare prefixes as fixed-width strings."""
-_TIME_FRAC_NS: Final = np.array([10**8, 10**7, 10**6, 10**5, 10**4, 10**3, 10**2], np.int64)
-"""Nanoseconds per unit of each of the 7 fractional digits."""
-
-
-RateKey = tuple[AssetId, AssetId, str]
-"""``(base, quote, rate_type)``: what a batch factorises its rows by."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class RateBatch:
-    """``exrate`` updates in arrival order, as columns: the batch form of :class:`ExchangeRate`.
-
-    Strings are factorised: row ``i`` is ``ExchangeRate(*keys[code[i]], time_ns[i], rate[i])``,
-    where ``keys`` holds each distinct ``(base, quote, rate_type)`` once, so consumers map a
-    handful of keys instead of a string per row. Produced by :func:`parse_server_batch`, so
-    every row already passed the same checks as :func:`parse_server`. ``keys`` may hold keys no
-    row uses (after :meth:`take`).
-    """
-
-    keys: list[RateKey]
-    code: npt.NDArray[np.intp]
-    time_ns: npt.NDArray[np.int64]
-    rate: npt.NDArray[np.float64]
-
-    @classmethod
-    def empty(cls) -> RateBatch:
-        """A batch with no rows."""
-        return cls([], np.empty(0, np.intp), np.empty(0, np.int64), np.empty(0, np.float64))
-
-    @classmethod
-    def of(cls, updates: Sequence[ExchangeRate]) -> RateBatch:
-        """Columns of ``updates`` (for tests, and to batch updates parsed one by one)."""
-        keys, code = _factorize([(u.base, u.quote, u.rate_type) for u in updates])
-        return cls(keys, code, np.fromiter((u.time_ns for u in updates), np.int64, len(updates)),
-                   np.fromiter((u.rate for u in updates), np.float64, len(updates)))
-
-    def __len__(self) -> int:
-        return len(self.code)
-
-    def take(self, keep: npt.NDArray[np.bool_]) -> RateBatch:
-        """The rows where ``keep`` is true, in order."""
-        return RateBatch(self.keys, self.code[keep], self.time_ns[keep], self.rate[keep])
-
-    def head(self, n: int) -> RateBatch:
-        """The first ``n`` rows."""
-        return RateBatch(self.keys, self.code[:n], self.time_ns[:n], self.rate[:n])
-
-    def pairs(self) -> tuple[list[Pair], npt.NDArray[np.intp]]:
-        """Distinct ``BASE/QUOTE`` pairs of the keys (first-seen order), and each row's index in them."""
-        names: dict[Pair, int] = {}
-        of_key = [names.setdefault(f"{base}/{quote}", len(names)) for base, quote, _ in self.keys]
-        if len(names) == len(self.keys):
-            return list(names), self.code
-        return list(names), np.asarray(of_key, np.intp)[self.code]
-
-    def rate_types(self) -> tuple[list[str], npt.NDArray[np.intp]]:
-        """Distinct rate types of the keys (first-seen order), and each row's index in them."""
-        names: dict[str, int] = {}
-        of_key = [names.setdefault(rate_type, len(names)) for _, _, rate_type in self.keys]
-        if len(names) == len(self.keys):
-            return list(names), self.code
-        return list(names), np.asarray(of_key, np.intp)[self.code]
-
-    @property
-    def pair(self) -> list[Pair]:
-        """``BASE/QUOTE`` of each row (a string per row: prefer :meth:`pairs`)."""
-        names = [f"{base}/{quote}" for base, quote, _ in self.keys]
-        return [names[c] for c in self.code.tolist()]
-
-    @property
-    def rate_type(self) -> list[str]:
-        """``rate_type`` of each row (a string per row)."""
-        return [self.keys[c][2] for c in self.code.tolist()]
-
-    def updates(self) -> list[ExchangeRate]:
-        """One :class:`ExchangeRate` per row (for per-update listeners; costs a dataclass per row)."""
-        rows = zip(map(self.keys.__getitem__, self.code.tolist()), self.time_ns.tolist(), self.rate.tolist(), strict=True)
-        return [ExchangeRate(base, quote, rate_type, t, r) for (base, quote, rate_type), t, r in rows]
-
-    def __repr__(self) -> str:
-        return f"<RateBatch {len(self):,} rows | {len(self.pairs()[0])} pairs>"
-
-
-def _factorize(keys: Iterable[RateKey]) -> tuple[list[RateKey], npt.NDArray[np.intp]]:
-    """Distinct keys in first-seen order, and each row's index in them: one dict lookup per row."""
-    index: dict[RateKey, int] = {}
-    codes = [index.setdefault(key, len(index)) for key in keys]
-    return list(index), np.array(codes, np.intp)
+_VECTOR_MIN: Final = 16
+"""Frames from which a batch is parsed with the vectorised path (below, one at a time is cheaper)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,78 +461,80 @@ class BatchEvent:
 
 @dataclass(frozen=True, slots=True)
 class ServerBatch:
-    """The result of parsing several frames: the updates as columns, everything else in order."""
+    """The result of parsing frames received together: the updates as columns, everything else in order."""
 
     rates: RateBatch
     events: list[BatchEvent]
-    objects: int
-    """Messages seen (one per frame, or one per element of an array frame), rejected ones included."""
 
 
 def parse_server_batch(frames: Sequence[str | bytes]) -> ServerBatch:
-    """Parse frames received together; the same messages and errors as :func:`parse_server` on each.
+    """Parse frames received together (one frame is a batch of one): what :func:`parse_server` gives on each.
 
-    A frame may also be a JSON array of server messages (a batching feed); each element counts
-    as one message, and a frame that cannot be parsed is one rejected message. Binary frames
-    are rejected (kind ``binary_frame``), as :meth:`ClientProtocol.receive` does.
+    Valid ``exrate`` updates come back as columns; control messages and rejected frames
+    (a ``MessageError`` each, binary frames as kind ``binary_frame``) as events in order.
     """
+    if len(frames) < _VECTOR_MIN:
+        return _parse_few(frames)
     if set(map(type, frames)) == {str}:
         try:
-            decoded: list[Any] = [_FRAME.decode(data) for data in frames]
+            decoded: list[Any] = [_SERVER.decode(data) for data in frames]
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             decoded = []
-        kinds = set(map(type, decoded))
-        if kinds == {_ExrateStruct}:  # the common case: one update per frame
+        if set(map(type, decoded)) == {_ExrateStruct}:  # the common case: updates only
             return _exrate_columns(decoded, frames, [])
-        if kinds == {list}:  # a batching feed: arrays of updates
-            rows = [row for array in decoded for row in array]
-            if set(map(type, rows)) == {_ExrateStruct}:
-                lengths = np.fromiter(map(len, decoded), np.intp, len(decoded))
-                return _exrate_columns(rows, frames, [], np.repeat(np.arange(len(decoded)), lengths))
-    rows = []
+    rows: list[_ExrateStruct] = []
     row_frame: list[int] = []
-    row_seq: list[int] = []
-    events: list[tuple[int, int, Any]] = []  # (sequence number, frame index, outcome)
-    seq = 0
+    events: list[tuple[int, Any]] = []  # (frame index, outcome)
     for index, data in enumerate(frames):
-        for item in _frame_items(data):
-            if type(item) is _ExrateStruct:
-                rows.append(item)
-                row_frame.append(index)
-                row_seq.append(seq)
-            else:
-                events.append((seq, index, item))
-            seq += 1
-    return _exrate_columns(rows, frames, events, np.array(row_frame, np.intp), np.array(row_seq, np.intp))
+        item = _frame_item(data)
+        if type(item) is _ExrateStruct:
+            rows.append(item)
+            row_frame.append(index)
+        else:
+            events.append((index, item))
+    return _exrate_columns(rows, frames, events, np.array(row_frame, np.intp))
 
 
-def _frame_items(data: str | bytes) -> list[Any]:
-    """The messages of one frame: ``_ExrateStruct`` rows (validated later), other messages, or errors."""
-    if not isinstance(data, str):
-        return [MessageError("binary frame: the API sends JSON text frames", payload=bytes(data), kind="binary_frame")]
-    try:
-        decoded = _FRAME.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        decoded = None
-    if decoded is not None:
-        structs: list[_ServerStruct] = decoded if isinstance(decoded, list) else [decoded]
-        return [s if type(s) is _ExrateStruct else _outcome(s, data) for s in structs]
-    if data.lstrip().startswith("["):
+def _parse_few(frames: Sequence[str | bytes]) -> ServerBatch:
+    """:func:`parse_server_batch` for a few frames: each through :func:`parse_server`, rows gathered as columns."""
+    index: dict[RateKey, int] = {}
+    codes: list[int] = []
+    times: list[int] = []
+    values: list[float] = []
+    events: list[BatchEvent] = []
+    for position, data in enumerate(frames):
         try:
-            elements = _ARRAY.decode(data)
-        except msgspec.DecodeError as exc:
-            return [MessageError(f"malformed JSON ({exc})", payload=data, kind="malformed_json")]
-        out: list[Any] = []
-        for element in elements:
-            text = msgspec.json.encode(element).decode()
-            try:
-                struct = _SERVER.decode(text)
-            except msgspec.ValidationError:
-                out.append(_outcome(None, text))
-                continue
-            out.append(struct if type(struct) is _ExrateStruct else _outcome(struct, text))
-        return out
-    return [_outcome(None, data)]
+            if not isinstance(data, str):
+                raise MessageError("binary frame: the API sends JSON text frames", payload=bytes(data),
+                                   kind="binary_frame")
+            msg = parse_server(data)
+        except MessageError as exc:
+            events.append(BatchEvent(position, len(codes), exc))
+            continue
+        if isinstance(msg, ExchangeRate):
+            codes.append(index.setdefault((msg.base, msg.quote, msg.rate_type), len(index)))
+            times.append(msg.time_ns)
+            values.append(msg.rate)
+        else:
+            events.append(BatchEvent(position, len(codes), msg))
+    if not codes:
+        return ServerBatch(_EMPTY, events)
+    return ServerBatch(RateBatch(list(index), np.array(codes, np.intp), np.array(times, np.int64),
+                                 np.array(values, np.float64)), events)
+
+
+_EMPTY: Final = RateBatch.empty()
+
+
+def _frame_item(data: str | bytes) -> Any:
+    """The message of one frame: an ``_ExrateStruct`` row (validated later), another message, or the error."""
+    if not isinstance(data, str):
+        return MessageError("binary frame: the API sends JSON text frames", payload=bytes(data), kind="binary_frame")
+    try:
+        struct = _SERVER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return _outcome(None, data)
+    return struct if type(struct) is _ExrateStruct else _outcome(struct, data)
 
 
 def _outcome(struct: _ServerStruct | None, data: str) -> Any:
@@ -729,20 +545,17 @@ def _outcome(struct: _ServerStruct | None, data: str) -> Any:
         return exc
 
 
-def _exrate_columns(rows: list[_ExrateStruct], frames: Sequence[str | bytes], events: list[tuple[int, int, Any]],
-                    row_frame: npt.NDArray[np.intp] | None = None,
-                    row_seq: npt.NDArray[np.intp] | None = None) -> ServerBatch:
+def _exrate_columns(rows: list[_ExrateStruct], frames: Sequence[str | bytes], events: list[tuple[int, Any]],
+                    row_frame: npt.NDArray[np.intp] | None = None) -> ServerBatch:
     """Validate ``rows`` as columns; rows the vectorised checks doubt are re-checked one by one.
 
-    ``row_frame`` maps a row to its frame and ``row_seq`` to its place among all messages;
-    ``None`` means row ``i`` is frame ``i`` (resp. message ``i``).
+    ``row_frame`` maps a row to its frame; ``None`` means row ``i`` is frame ``i``.
     """
     n = len(rows)
-    objects = n + len(events)
-    if row_seq is None:
-        row_seq = np.arange(n)
+    if row_frame is None:
+        row_frame = np.arange(n)
     if n == 0:
-        return ServerBatch(RateBatch.empty(), _order(events, row_seq), objects)
+        return ServerBatch(RateBatch.empty(), _order(events, row_frame))
     index: dict[RateKey, int] = {}  # _factorize(), inlined: this comprehension is the hottest line per row
     code = np.array([index.setdefault((r.asset_id_base, r.asset_id_quote, r.rate_type), len(index)) for r in rows],
                     np.intp)
@@ -757,88 +570,22 @@ def _exrate_columns(rows: list[_ExrateStruct], frames: Sequence[str | bytes], ev
         keep = np.ones(n, bool)
         for i in np.flatnonzero(doubt).tolist():
             r = rows[i]
-            frame = i if row_frame is None else int(row_frame[i])
+            frame = int(row_frame[i])
             try:
                 time_ns[i] = exchange_rate(r.asset_id_base, r.asset_id_quote, r.rate_type, r.time, r.rate,
                                            frames[frame]).time_ns
             except MessageError as exc:
                 keep[i] = False
-                events.append((int(row_seq[i]), frame, exc))
+                events.append((frame, exc))
         if not keep.all():
-            code, time_ns, rate, row_seq = code[keep], time_ns[keep], rate[keep], row_seq[keep]
-    return ServerBatch(RateBatch(keys, code, time_ns, rate), _order(events, row_seq), objects)
+            code, time_ns, rate, row_frame = code[keep], time_ns[keep], rate[keep], row_frame[keep]
+    return ServerBatch(RateBatch(keys, code, time_ns, rate), _order(events, row_frame))
 
 
-def _order(events: list[tuple[int, int, Any]], row_seq: npt.NDArray[np.intp]) -> list[BatchEvent]:
+def _order(events: list[tuple[int, Any]], row_frame: npt.NDArray[np.intp]) -> list[BatchEvent]:
     """Events in arrival order, each knowing how many valid rows came before it."""
     if not events:
         return []
     events.sort(key=lambda e: e[0])
-    before = np.searchsorted(row_seq, [e[0] for e in events]).tolist()
-    return [BatchEvent(frame, rows, outcome) for (_, frame, outcome), rows in zip(events, before, strict=True)]
-
-
-def times_ns(texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Wire times to UTC nanoseconds in one pass; returns the values and a mask of rows not converted.
-
-    Only CoinAPI's own shape ``YYYY-MM-DDTHH:MM:SS.fffffffZ`` (§7) is converted here, exactly as
-    :func:`parse_time` does it: the 7 digits with NumPy, and the whole-second prefix once per
-    run of rows that share it (a stream repeats it many times a second), through the same
-    parser and cache. Every other row is flagged in the mask, with value 0, for
-    :func:`parse_time` to decide. On this shape it is faster than a pyarrow cast of the strings
-    (about 1.5x on a batch of 256, more on small batches), which must also be told the shape.
-    """
-    n = len(texts)
-    values = np.zeros(n, np.int64)
-    doubt = np.ones(n, bool)
-    if n == 0:
-        return values, doubt
-    joined = "".join(texts)
-    rows: npt.NDArray[np.intp] | None = None
-    if len(joined) != _TIME_LEN * n or set(map(len, texts)) != {_TIME_LEN} or not joined.isascii():
-        shaped = np.fromiter(map(len, texts), np.intp, n) == _TIME_LEN
-        shaped &= np.fromiter(map(str.isascii, texts), bool, n)  # byte and character offsets must agree
-        rows = np.flatnonzero(shaped)
-        if len(rows) == 0:
-            return values, doubt
-        joined = "".join(compress(texts, shaped.tolist()))
-    raw = joined.encode("ascii")
-    chars = np.frombuffer(raw, np.uint8).reshape(-1, _TIME_LEN)
-    # The prefix (bytes 0-18) is checked by parse_time_any once per run of equal prefixes; each
-    # row's own tail must be ".", 7 digits, "Z".
-    digits = chars[:, 20:27] - np.uint8(48)  # uint8: anything below "0" wraps above 9
-    ok = (digits <= 9).all(axis=1) & (chars[:, 19] == 46) & (chars[:, 27] == 90)
-    frac = digits.astype(np.int64) @ _TIME_FRAC_NS
-    heads = np.frombuffer(raw, _TIME_HEAD)["head"]
-    change = np.flatnonzero(heads[1:] != heads[:-1]) + 1
-    firsts = [0, *change.tolist()]
-    seconds = []
-    for i in firsts:
-        head = joined[i * _TIME_LEN:i * _TIME_LEN + 19]
-        whole = _SECONDS.get(head)
-        if whole is None:
-            try:
-                whole = parse_time_any(head + "Z")
-            except MessageError:
-                whole = None
-            else:
-                if len(_SECONDS) > 4096:
-                    _SECONDS.clear()
-                _SECONDS[head] = whole
-        # Out of int64 range (or unparsable): exchange_rate explains the rejection.
-        seconds.append(whole if whole is not None and _MIN_TIME_NS < whole <= _MAX_TIME_NS - _NS_PER_S else None)
-    if len(firsts) == 1:
-        if seconds[0] is None:
-            return values, doubt
-        converted = frac + np.int64(seconds[0])
-    else:
-        lengths = np.diff([*firsts, len(heads)])
-        good = np.array([s is not None for s in seconds])
-        ok &= np.repeat(good, lengths)
-        converted = frac + np.repeat(np.array([s or 0 for s in seconds], np.int64), lengths)
-    if rows is None:
-        values = np.where(ok, converted, 0)
-        return values, ~ok
-    values[rows] = np.where(ok, converted, 0)
-    doubt[rows] = ~ok
-    return values, doubt
+    before = np.searchsorted(row_frame, [e[0] for e in events]).tolist()
+    return [BatchEvent(frame, rows, outcome) for (frame, outcome), rows in zip(events, before, strict=True)]

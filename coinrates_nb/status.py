@@ -14,7 +14,10 @@ from typing import Any
 
 from ._types import State
 
-__all__ = ["Status", "Telemetry"]
+__all__ = ["NO_DATA_AFTER", "Status", "Telemetry"]
+
+NO_DATA_AFTER = 30.0
+"""Seconds a subscribed pair may deliver nothing on a healthy connection before ``status`` reports it."""
 
 logger = logging.getLogger("coinrates_nb.collector")
 
@@ -42,6 +45,15 @@ class Status:
     stale_pairs: tuple[str, ...]
     rows: int
     uptime_s: float
+    silent_pairs: dict[str, float] = field(default_factory=dict)
+    """Subscribed pairs that delivered nothing for ``NO_DATA_AFTER`` s while connected, with those seconds:
+    a typo'd or unknown pair, told apart from connection health ("no data for FOO/USD for 30 s")."""
+    internal_errors: int = 0
+    """Errors of our own code on the data path, caught at the collector boundary (see ``last_error``)."""
+    replay: bool = False
+    """True for a Replay: recorded data played back (``source`` says where it came from)."""
+    recorders: tuple[Any, ...] = ()
+    """The status of each recorder attached with ``record()`` (``coinrates_nb.store.RecorderStatus``)."""
 
     @property
     def simulated(self) -> bool:
@@ -53,6 +65,10 @@ class Status:
         """True while the stream is connected and fresh."""
         return self.state == "connected"
 
+    def no_data_notes(self) -> list[str]:
+        """One human line per silent pair: ``"no data for FOO/USD for 30 s"``."""
+        return [f"no data for {pair} for {seconds:,.0f} s" for pair, seconds in sorted(self.silent_pairs.items())]
+
     def summary(self) -> str:
         """One line for a status bar or a repr."""
         lag = f"lag {self.lag_ms:,.0f} ms" if self.lag_ms is not None else "lag n/a"
@@ -61,6 +77,8 @@ class Status:
                  f"{self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}", lag]
         if self.last_error:
             parts.append(f"error: {self.last_error}")
+        parts.extend(self.no_data_notes())
+        parts.extend(f"recorder {r.state}: {r.last_error}" for r in self.recorders if not r.ok)
         return " | ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,16 +98,24 @@ class Telemetry:
     lag_ns: int | None = None
     started_at: float = field(default_factory=time.monotonic)
     rejected: Counter[str] = field(default_factory=Counter)
+    server_simulated: bool = False
+    """True once the server identified itself as coinrates_nb's simulator in the handshake."""
+    internal_errors: int = 0
+    """Errors of our own code on the data path (the frame, a sink) caught at the collector boundary."""
     retry_delays: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     """The most recent reconnect delays chosen by the backoff, oldest first (seconds)."""
     _logged: set[str] = field(default_factory=set)
     _rate_window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    connected_since: float | None = None
+    """Monotonic time the current connection opened (``None`` while not connected)."""
 
     def set_state(self, state: State) -> None:
         """Move to ``state``, logging transitions at INFO (connect/reconnect policy, STYLE §10)."""
         if state != self.state:
             logger.debug("state %s -> %s", self.state, state)
             self.state = state
+            self.connected_since = time.monotonic() if state == "connected" else None
 
     def reject(self, kind: str, detail: str) -> None:
         """Count a rejected frame; log the first of each kind at WARNING, the rest at DEBUG."""

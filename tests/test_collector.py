@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import coinrates_nb as cr
-from coinrates_nb.messages import Hello
+from coinrates_nb.messages import Hello, Subscribe, Unsubscribe
 from coinrates_nb.sim.server import Simulator
 from tests.helpers import wait_until
 
@@ -48,22 +48,27 @@ def test_latest_wide_ohlc(rates: cr.Collector) -> None:
     assert set(latest.index) == set(PAIRS) and (latest["age"] >= pd.Timedelta(0)).all()
     assert set(rates.wide().columns) == set(PAIRS)
     bars = rates.ohlc("1s")
-    assert len(bars) >= 1
+    assert set(bars.columns.get_level_values("pair")) == set(PAIRS)
+    assert list(bars.columns.get_level_values("field").unique()) == ["open", "high", "low", "close"]
 
 
 def test_live_subscribe_and_unsubscribe(rates: cr.Collector, simulator: Simulator) -> None:
-    """subscribe adds a pair over the open connection; unsubscribe stops its updates."""
+    """subscribe/unsubscribe reach the server over the open connection; after the server applied the unsubscribe it sends no BTC/EUR."""
     rates.wait(timeout=20)
     rates.subscribe("SOL/USD")
     wait_until(lambda: "SOL/USD" in set(rates.df["pair"]), timeout=20, message="SOL/USD never arrived")
     assert simulator.total_connections == 1  # no reconnect was needed
+    assert isinstance(simulator.hellos[-1], Subscribe) and simulator.hellos[-1].assets == ("SOL/USD",)
     rates.unsubscribe("BTC/EUR")
-    before = rates.frame.appended
-    wait_until(lambda: rates.frame.appended > before + 20, timeout=20)
-    cut = rates.status.rates
-    wait_until(lambda: rates.status.rates > cut + 20, timeout=20)
-    tail = rates.df.iloc[-15:]
-    assert "BTC/EUR" not in set(tail["pair"])
+    wait_until(lambda: isinstance(simulator.hellos[-1], Unsubscribe), timeout=10,
+               message="the server never received the unsubscribe")
+    assert simulator.hellos[-1].assets == ("BTC/EUR",)
+    (cid,) = simulator.ledger
+    applied = len(simulator.ledger[cid])  # the unsubscribe is in effect from here on (Simulator.hellos)
+    wait_until(lambda: len(simulator.ledger[cid]) > applied + 30, timeout=20)
+    after = simulator.ledger[cid][applied:]
+    assert [e for e in after if e[0] == "BTC/EUR"] == [], "the server kept sending BTC/EUR"
+    assert {e[0] for e in after} == {"BTC/USD", "ETH/USD", "SOL/USD"}
     assert rates.pairs == ("BTC/USD", "ETH/USD", "SOL/USD")
 
 

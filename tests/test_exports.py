@@ -7,21 +7,19 @@ import subprocess
 import sys
 
 import coinrates_nb as cr
-
-EXPECTED = {
-    "COINAPI_URL", "AssetId", "AuthenticationError", "CoinratesError", "Collector", "CollectorError", "ConfigError",
-    "ErrorMessage", "ExchangeRate", "Heartbeat", "Hello", "MessageError", "Pair", "Reconnect", "RecordingError",
-    "RollingFrame", "SecretKey", "ServerError", "Settings", "StaleStreamError", "Status", "Subscribe",
-    "TransportError", "Unsubscribe", "__version__", "stream", "Simulator", "PriceModel", "live_chart", "ohlc_chart",
-    "performance_chart", "dashboard", "status_bar", "record", "replay", "load", "Recorder", "Replay",
-}
+from coinrates_nb import exceptions
 
 
-def test_all_is_exact() -> None:
-    """__all__ lists exactly the agreed public names, and each resolves."""
-    assert set(cr.__all__) == EXPECTED
+def test_all_is_the_groups() -> None:
+    """__all__ is exactly the grouped public API, each name resolves, and every error of the tree is exported."""
+    grouped = [name for names in cr.GROUPS.values() for name in names]
+    assert cr.__all__ == [*grouped, "__version__"] and len(set(grouped)) == len(grouped)
     for name in cr.__all__:
         assert getattr(cr, name) is not None, name
+    tree = {name for name, obj in vars(exceptions).items()
+            if inspect.isclass(obj) and issubclass(obj, exceptions.CoinratesError)}
+    assert tree - {"UnknownAssetError"} <= set(cr.GROUPS["errors"]), "an error of the tree is not exported"
+    assert not set(cr.__all__) & {"Hello", "ExchangeRate", "Heartbeat"}, "wire classes stay in coinrates_nb.messages"
 
 
 def test_import_is_light() -> None:

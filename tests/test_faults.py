@@ -13,6 +13,7 @@ and must fall inside a reported gap (``Collector.gaps``).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -25,7 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import coinrates_nb as cr
-from coinrates_nb.messages import MAX_RATE, parse_client, parse_server
+from coinrates_nb.batch import RateBatch
+from coinrates_nb.messages import MAX_RATE, ExchangeRate, Hello, Subscribe, Unsubscribe, parse_client, parse_server
 from coinrates_nb.protocol import ClientProtocol
 from coinrates_nb.sim.server import OVERFLOW_MESSAGE, LedgerEntry, ServerScope, Simulator, routes_for
 from tests.helpers import wait_until
@@ -34,7 +36,6 @@ MakeSim = Callable[..., Simulator]
 PAIRS = ["BTC/USD", "ETH/USD"]
 SIX = [*PAIRS, "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD"]
 KNOWN = ["BTC", "ETH", "SOL", "EUR", "USD"]
-CRYPTO = ["BTC", "ETH", "SOL"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -150,8 +151,8 @@ def test_repeated_drops_reconnect_resubscribe_and_lose_nothing_read(make_simulat
     assert status.connections == sim.total_connections == sim.dropped + 1
     assert rates.running and status.last_error is not None and "connection closed" in status.last_error
     hellos = sim.hellos
-    assert len([h for h in hellos if isinstance(h, cr.Hello)]) == sim.total_connections
-    last_hello = [h for h in hellos if isinstance(h, cr.Hello)][-1]
+    assert len([h for h in hellos if isinstance(h, Hello)]) == sim.total_connections
+    last_hello = [h for h in hellos if isinstance(h, Hello)][-1]
     assert last_hello.assets == (*PAIRS, "SOL/USD")
     n = rates.status.rates
     wait_until(lambda: rates.status.rates > n + 20, timeout=20, message="no data after the last reconnect")
@@ -323,7 +324,7 @@ def test_slow_consumer_overflow_is_reported_and_recovered(make_simulator: MakeSi
     rates.wait(timeout=20, rows=50)
     blocking, release = threading.Event(), threading.Event()
 
-    def slow_listener(update: cr.ExchangeRate, received_ns: int) -> None:
+    def slow_listener(batch: RateBatch, received_ns: int) -> None:
         if blocking.is_set():
             blocking.clear()
             release.wait(timeout=30)
@@ -372,18 +373,24 @@ REJECTED: list[tuple[str | bytes, str]] = [
     (_exrate(rate="1e300"), "bad_rate"),
     (_exrate(time="yesterday"), "bad_time"),
     (_exrate(time="2019-13-01T00:00:00Z"), "bad_time"),
+    (_exrate(time="2019-06-11T15:26:00.0000000Z"), "time_behind"),  # years old: not a live rate
+    (_exrate(time="2099-06-11T15:26:00.0000000Z"), "time_ahead"),  # would freeze the pair and the window
     ('{"type":"reconnect","within_seconds":-1}', "bad_within_seconds"),
 ]
 """Frames the spec says to refuse, with the kind they are counted under (Status.rejected)."""
 
+_DAY = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)).date().isoformat()
+"""Yesterday (UTC): accepted frames carry recent times, since far-past ones are rejected as time_behind."""
+_NS = int(datetime.datetime.fromisoformat(f"{_DAY}T15:26:00+00:00").timestamp()) * 1_000_000_000
+
 ACCEPTED: list[tuple[str, str, int]] = [  # (base, wire time, UTC ns): 0-7 fractional digits, offsets (§7)
-    ("TSA", "2019-06-11T15:26:00Z", 1560266760_000_000_000),
-    ("TSB", "2019-06-11T15:26:00.5Z", 1560266760_500_000_000),
-    ("TSC", "2019-06-11T15:26:00.123Z", 1560266760_123_000_000),
-    ("TSD", "2019-06-11T15:26:00.123456Z", 1560266760_123_456_000),
-    ("TSE", "2019-06-11T15:26:00.1234567Z", 1560266760_123_456_700),
-    ("TSF", "2019-06-11T17:26:00.1234567+02:00", 1560266760_123_456_700),
-    ("TSG", "2019-06-11T10:26:00-0500", 1560266760_000_000_000),
+    ("TSA", f"{_DAY}T15:26:00Z", _NS),
+    ("TSB", f"{_DAY}T15:26:00.5Z", _NS + 500_000_000),
+    ("TSC", f"{_DAY}T15:26:00.123Z", _NS + 123_000_000),
+    ("TSD", f"{_DAY}T15:26:00.123456Z", _NS + 123_456_000),
+    ("TSE", f"{_DAY}T15:26:00.1234567Z", _NS + 123_456_700),
+    ("TSF", f"{_DAY}T17:26:00.1234567+02:00", _NS + 123_456_700),
+    ("TSG", f"{_DAY}T10:26:00-0500", _NS),
 ]
 
 
@@ -461,17 +468,17 @@ def test_server_scope_matches_a_set_model(ops: list[tuple[str, list[str]]]) -> N
         items = tuple(dict.fromkeys(i.upper() for i in raw))
         if op == "hello" or op == "hello-all" or (op == "subscribe" and not started):
             assets = None if op == "hello-all" else items
-            scope.apply((cr.Hello if op != "subscribe" else cr.Subscribe)(assets=assets))
+            scope.apply((Hello if op != "subscribe" else Subscribe)(assets=assets))
             started, unfiltered, model = True, assets is None, set(items if assets is not None else ())
         elif op == "subscribe":
-            scope.apply(cr.Subscribe(assets=items))
+            scope.apply(Subscribe(assets=items))
             model |= set(items)
         else:
-            scope.apply(cr.Unsubscribe(assets=items))
+            scope.apply(Unsubscribe(assets=items))
             model -= set(items)
         assert (scope.started, scope.unfiltered, set(scope.items)) == (started, unfiltered, model)
         assert len(scope.items) == len(set(scope.items))
-        routes = [r.pair for r in routes_for(scope, KNOWN, CRYPTO)]
+        routes = [r.pair for r in routes_for(scope, KNOWN)]
         assert len(routes) == len(set(routes)) and (routes != []) <= started
 
 
@@ -509,6 +516,6 @@ def test_server_scope_follows_the_client_scope_over_the_wire(ops: list[tuple[str
        rate=st.floats(min_value=1e-12, max_value=MAX_RATE, allow_nan=False, allow_infinity=False))
 def test_any_valid_exrate_round_trips(base: str, quote: str, rate_type: str, ticks: int, rate: float) -> None:
     """Any valid update serialised the simulator's way parses back to itself, all 7 time digits and the exact rate."""
-    update = cr.ExchangeRate(base, quote, rate_type, ticks * 100, rate)
+    update = ExchangeRate(base, quote, rate_type, ticks * 100, rate)
     assert parse_server(update.to_json()) == update
     assert parse_server(update.to_json().encode()) == update  # bytes in a text frame's payload

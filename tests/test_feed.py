@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import coinrates_nb as cr
+from coinrates_nb.collector import each
 from coinrates_nb.messages import ExchangeRate, parse_server
 from tests.helpers import wait_until
 
@@ -35,10 +37,12 @@ def test_payload_times_grow_per_pair_and_keep_7_digits() -> None:
     assert times == sorted(set(times)) and any(t % 1000 for t in times)
 
 
-def test_batch_payloads_are_arrays() -> None:
-    """With batch=K every frame is a JSON array of K objects (the last one may be shorter)."""
-    frames = build_payloads(25, batch=10)
-    assert [len(json.loads(f)) for f in frames] == [10, 10, 5]
+def test_payloads_are_one_recent_object_each() -> None:
+    """Each frame is one exrate object (CoinAPI sends no arrays), stamped within the last few minutes."""
+    frames = build_payloads(25)
+    assert all(isinstance(json.loads(f), dict) for f in frames) and len(frames) == 25
+    first = parse_server(frames[0].decode())
+    assert abs(first.time_ns - time.time_ns()) < 5 * 60 * 10**9  # type: ignore[union-attr]
 
 
 def test_encode_frames_headers_and_chunks() -> None:
@@ -50,10 +54,9 @@ def test_encode_frames_headers_and_chunks() -> None:
     assert len(encode_frames(payloads * 10, chunk_bytes=1000)) > 1
 
 
-@pytest.mark.parametrize("batch", [1, 10])
-def test_collector_stores_every_update(batch: int) -> None:
-    """A collector on the feed stores every update it sends, one per frame or K per array frame."""
-    with FeedProcess(frames=3000 // batch, batch=batch) as feed:
+def test_collector_stores_every_update() -> None:
+    """A collector on the feed stores every update it sends."""
+    with FeedProcess(frames=3000) as feed:
         rates = cr.stream(list(feed.pairs), url=feed.url, max_rows=10_000)
         try:
             wait_until(lambda: rates.frame.appended >= feed.updates, timeout=30, message="feed not fully stored")
@@ -89,13 +92,13 @@ def test_feed_refuses_a_bad_first_message_and_stops() -> None:
 
 
 def test_listeners_see_every_update_when_batched() -> None:
-    """Under load updates are stored in batches; per-update and batch listeners still see each one once."""
+    """Under load updates are stored in batches; a listener and a per-update adapter each see every update once."""
     with FeedProcess(frames=20_000) as feed:
         rates = cr.stream(list(feed.pairs), url=feed.url, max_rows=50_000, start=False)
         singles: list[ExchangeRate] = []
         batches: list[int] = []
-        rates.add_listener(lambda msg, received: singles.append(msg))
-        rates.add_batch_listener(lambda batch, received: batches.append(len(batch)))
+        rates.add_listener(each(lambda msg, received: singles.append(msg)))
+        rates.add_listener(lambda batch, received: batches.append(len(batch)))
         rates.start()
         try:
             wait_until(lambda: rates.frame.appended >= feed.updates, timeout=60, message="feed not fully stored")
@@ -104,6 +107,7 @@ def test_listeners_see_every_update_when_batched() -> None:
                        message="listeners did not see every stored update")
             assert len(singles) == feed.updates and len({(m.pair, m.time_ns) for m in singles}) == feed.updates
             assert batches and max(batches) >= 64, "the feed never queued enough frames to batch"
+            assert min(batches) >= 1 and len(batches) < feed.updates
             assert sum(batches) == feed.updates, "a batch listener must see every stored update"
             df = rates.df
             assert [(m.pair, m.time_ns, m.rate) for m in singles[-3:]] == [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 
 from coinrates_nb import frame as frame_module
 from coinrates_nb._types import RATE_TYPES
-from coinrates_nb.exceptions import ConfigError, MessageError
+from coinrates_nb.exceptions import ConfigError, StoreError
 from coinrates_nb.frame import RollingFrame
+from tests.helpers import SLOW, put, rate_batch
 
 T0 = int(pd.Timestamp("2024-01-01", tz="UTC").value)
 """A minute-aligned epoch, so resample buckets fall on round offsets from it."""
@@ -45,19 +47,13 @@ def fill(frame: RollingFrame, n: int, start: int = 0, pairs: tuple[str, ...] = (
     """Append ``n`` rows one second apart with rate = index, returning what was appended."""
     rows = [(T0 + i * SEC, pairs[i % len(pairs)], float(i), ISO, T0 + i * SEC + 5) for i in range(start, start + n)]
     for row in rows:
-        frame.append(*row)
+        put(frame, *row)
     return rows
 
 
 def extend_rows(frame: RollingFrame, rows: list[Row]) -> None:
-    """Feed ``rows`` to ``extend`` as one batch of columns."""
-    frame.extend(
-        np.array([r[0] for r in rows], dtype=np.int64),
-        [r[1] for r in rows],
-        np.array([r[2] for r in rows], dtype=np.float64),
-        [r[3] for r in rows],
-        np.array([r[4] for r in rows], dtype=np.int64),
-    )
+    """Feed ``rows`` to ``extend`` as one batch of columns, with one receive time per row."""
+    frame.extend(rate_batch([r[:4] for r in rows]), np.array([r[4] for r in rows], dtype=np.int64))
 
 
 # -- bounds and eviction -----------------------------------------------------------------------
@@ -84,7 +80,7 @@ def test_quiet_spell_evicts_a_long_run_across_the_ring_edge() -> None:
     frame = RollingFrame(max_rows=1000, window="1000s")
     rows = fill(frame, 1500)  # wrapped: the head sits mid-ring
     newest = (T0 + 2200 * SEC, "BTC/USD", -1.0, ISO, 0)
-    frame.append(*newest)  # cutoff 1,200 s: rows 500-1,199 go
+    put(frame, *newest)  # cutoff 1,200 s: rows 500-1,199 go
     assert rows_of(frame) == rows[1200:] + [newest]
     assert frame.evicted == 500 + 700
 
@@ -92,10 +88,10 @@ def test_quiet_spell_evicts_a_long_run_across_the_ring_edge() -> None:
 def test_window_assumes_rough_time_order() -> None:
     """A late row stays behind newer rows until it reaches the head, then goes at once if too old."""
     frame = RollingFrame(max_rows=10, window="10s")
-    frame.append(T0 + 20 * SEC, "A/B", 1.0, ISO, 0)
-    frame.append(T0 + 5 * SEC, "A/B", 2.0, ISO, 0)  # late and already older than the cutoff
+    put(frame, T0 + 20 * SEC, "A/B", 1.0, ISO, 0)
+    put(frame, T0 + 5 * SEC, "A/B", 2.0, ISO, 0)  # late and already older than the cutoff
     assert [r[2] for r in rows_of(frame)] == [1.0, 2.0]
-    frame.append(T0 + 31 * SEC, "A/B", 3.0, ISO, 0)  # cutoff 21 s: the 20 s head goes, then the late row
+    put(frame, T0 + 31 * SEC, "A/B", 3.0, ISO, 0)  # cutoff 21 s: the 20 s head goes, then the late row
     assert [r[2] for r in rows_of(frame)] == [3.0]
 
 
@@ -105,7 +101,7 @@ def test_capacity_and_window_together() -> None:
     rows = fill(frame, 8)
     assert rows_of(frame) == rows[-5:]
     late = (T0 + 500 * SEC, "BTC/USD", 9.0, ISO, 1)
-    frame.append(*late)
+    put(frame, *late)
     assert rows_of(frame) == [late]
     assert (frame.appended, frame.evicted, len(frame)) == (9, 8, 1)
 
@@ -129,9 +125,9 @@ def test_growth_after_eviction_keeps_each_pairs_newest_row(monkeypatch: pytest.M
     frame = RollingFrame(max_rows=None, window=pd.Timedelta(10, "ns"))
     for t, pair, rate in [(0, "A/B", 0.0), (1, "C/D", 1.0), (2, "A/B", 2.0), (12, "A/B", 3.0),
                           (12, "E/F", 4.0), (12, "E/F", 5.0)]:
-        frame.append(T0 + t, pair, rate, ISO, T0 + t)
+        put(frame, T0 + t, pair, rate, ISO, T0 + t)
     assert (frame.capacity, frame._start, len(frame)) == (4, 2, 4)  # wrapped, full
-    frame.append(T0 + 13, "G/H", 6.0, ISO, T0 + 13)
+    put(frame, T0 + 13, "G/H", 6.0, ISO, T0 + 13)
     assert frame.capacity == 8
     assert frame.latest()["rate"].to_dict() == {"A/B": 3.0, "E/F": 5.0, "G/H": 6.0}
     assert [r[2] for r in rows_of(frame)] == [3.0, 4.0, 5.0, 6.0]  # cutoff 3 ns: the 2 ns row goes
@@ -147,12 +143,13 @@ def test_bad_bounds_raise_config_error(max_rows: Any, window: Any) -> None:
         RollingFrame(max_rows=max_rows, window=window)
 
 
-def test_bad_pair_is_a_message_error_naming_the_field() -> None:
-    """A pair that is not BASE/QUOTE raises MessageError(field='pair') and stores nothing."""
+def test_bad_pair_is_a_store_error() -> None:
+    """A pair that is not BASE/QUOTE raises StoreError, on both write paths, and stores nothing."""
     frame = RollingFrame(10)
-    with pytest.raises(MessageError) as info:
-        frame.append(T0, "BTCUSD", 1.0, ISO, T0)
-    assert info.value.field == "pair"
+    with pytest.raises(StoreError, match="BASE/QUOTE"):
+        put(frame, T0, "BTCUSD", 1.0, ISO, T0)
+    with pytest.raises(StoreError, match="BASE/QUOTE"):
+        extend_rows(frame, [(T0, "BTCUSD", 1.0, ISO, T0), (T0, "A/B", 1.0, ISO, T0)])
     assert len(frame) == 0 and frame.appended == 0
 
 
@@ -162,7 +159,7 @@ def test_clear_empties_but_keeps_lifetime_counters() -> None:
     fill(frame, 6)
     frame.clear()
     assert (len(frame), frame.pairs, frame.appended, frame.evicted, frame.capacity) == (0, (), 6, 2, 4)
-    frame.append(T0 - 10_000 * SEC, "A/B", 1.0, ISO, 0)  # older than the pre-clear cutoff: kept
+    put(frame, T0 - 10_000 * SEC, "A/B", 1.0, ISO, 0)  # older than the pre-clear cutoff: kept
     assert len(frame) == 1
 
 
@@ -206,8 +203,8 @@ def test_100ns_precision_survives_end_to_end() -> None:
     time_ns = 1_717_171_717_703_542_900  # ...:37.7035429
     received_ns = 1_717_171_717_803_542_900
     frame = RollingFrame(10)
-    frame.append(time_ns, "BTC/USD", 1.0, ISO, received_ns)
-    frame.extend(np.array([time_ns + 100]), ["BTC/USD"], np.array([2.0]), [ISO], np.array([received_ns + 100]))
+    put(frame, time_ns, "BTC/USD", 1.0, ISO, received_ns)
+    extend_rows(frame, [(time_ns + 100, "BTC/USD", 2.0, ISO, received_ns + 100)])
     df = frame.snapshot()
     assert df.index.asi8.tolist() == [time_ns, time_ns + 100]
     assert pd.DatetimeIndex(df["received_at"]).asi8.tolist() == [received_ns, received_ns + 100]
@@ -234,7 +231,7 @@ def test_snapshot_is_a_copy() -> None:
     assert [r[2] for r in rows_of(frame)] == [0.0, 1.0, 2.0]
 
 
-def test_append_and_extend_do_not_copy_the_window() -> None:
+def test_writes_do_not_copy_the_window() -> None:
     """The ring's ndarray objects and their buffers are the same before and after many wrapping appends."""
     frame = RollingFrame(max_rows=64, window="1h")
     columns = frame._columns()
@@ -252,9 +249,9 @@ def test_append_and_extend_do_not_copy_the_window() -> None:
 def test_latest_one_row_per_pair_with_age() -> None:
     """latest() gives each pair's newest row; age runs to the newest received_at or to now_ns."""
     frame = RollingFrame(10)
-    frame.append(T0, "A/B", 1.0, ISO, T0 + 5)
-    frame.append(T0 + 10, "C/D", 2.0, "BASE_AND_QUOTE_TO_REF", T0 + 20)
-    frame.append(T0 + 30, "A/B", 3.0, ISO, T0 + 40)
+    put(frame, T0, "A/B", 1.0, ISO, T0 + 5)
+    put(frame, T0 + 10, "C/D", 2.0, "BASE_AND_QUOTE_TO_REF", T0 + 20)
+    put(frame, T0 + 30, "A/B", 3.0, ISO, T0 + 40)
     out = frame.latest()
     assert out.index.name == "pair" and out.index.tolist() == ["A/B", "C/D"]
     assert list(out.columns) == ["time", "rate", "rate_type", "received_at", "age"]
@@ -270,9 +267,9 @@ def test_latest_one_row_per_pair_with_age() -> None:
 def test_latest_drops_pairs_whose_rows_were_evicted() -> None:
     """A pair disappears from latest(), pairs and counts() once its last row is evicted."""
     frame = RollingFrame(max_rows=3)
-    frame.append(T0, "A/B", 1.0, ISO, T0)
+    put(frame, T0, "A/B", 1.0, ISO, T0)
     for i in range(1, 4):
-        frame.append(T0 + i, "C/D", float(i), ISO, T0 + i)
+        put(frame, T0 + i, "C/D", float(i), ISO, T0 + i)
     assert frame.latest().index.tolist() == ["C/D"]
     assert frame.pairs == ("C/D",) and frame.counts() == {"C/D": 3}
 
@@ -281,7 +278,7 @@ def test_wide_on_exact_times_forward_fills() -> None:
     """wide() pivots on exact times (last of duplicates) and carries each pair forward."""
     frame = RollingFrame(10)
     for t, pair, rate in [(0, "A/B", 1.0), (0, "C/D", 10.0), (1, "A/B", 2.0), (1, "A/B", 3.0), (3, "C/D", 11.0)]:
-        frame.append(T0 + t * SEC, pair, rate, ISO, 0)
+        put(frame, T0 + t * SEC, pair, rate, ISO, 0)
     out = frame.wide()
     assert out.index.asi8.tolist() == [T0, T0 + SEC, T0 + 3 * SEC]
     assert str(out.index.dtype) == "datetime64[ns, UTC]" and out.columns.name == "pair"
@@ -295,7 +292,7 @@ def test_wide_resampled_fills_empty_buckets() -> None:
     """wide(freq=) takes the last rate per bucket per pair and forward-fills buckets with no rows."""
     frame = RollingFrame(10)
     for t, pair, rate in [(0, "A/B", 1.0), (1, "A/B", 3.0), (0.5, "C/D", 10.0), (3, "C/D", 11.0), (7, "C/D", 12.0)]:
-        frame.append(T0 + int(t * SEC), pair, rate, ISO, 0)
+        put(frame, T0 + int(t * SEC), pair, rate, ISO, 0)
     out = frame.wide(freq="2s")
     assert out.index.asi8.tolist() == [T0 + k * SEC for k in (0, 2, 4, 6)]
     assert out.to_dict("list") == {"A/B": [3.0, 3.0, 3.0, 3.0], "C/D": [10.0, 11.0, 11.0, 12.0]}
@@ -308,7 +305,7 @@ def test_ohlc_bars_by_time_with_gaps_left_empty() -> None:
     frame = RollingFrame(20)
     for t, pair, rate in [(10, "A/B", 5.0), (0, "A/B", 1.0), (30, "A/B", 0.5), (59, "A/B", 2.0),
                           (60, "A/B", 3.0), (90, "C/D", 7.0), (200, "A/B", 4.0)]:
-        frame.append(T0 + t * SEC, pair, rate, ISO, 0)
+        put(frame, T0 + t * SEC, pair, rate, ISO, 0)
     one = frame.ohlc("1min", pair="A/B")
     assert list(one.columns) == ["open", "high", "low", "close", "count"]
     assert one.index.asi8.tolist() == [T0 + m * 60 * SEC for m in range(4)]
@@ -331,8 +328,8 @@ def test_ohlc_bars_by_time_with_gaps_left_empty() -> None:
 # -- extend ----------------------------------------------------------------------------------------
 
 
-def test_extend_equals_repeated_append() -> None:
-    """Batches (including one larger than capacity and late rows) leave the same state as row-by-row appends."""
+def test_large_batches_equal_batches_of_one() -> None:
+    """Batches (one larger than capacity, late rows) leave the state that one-row batches (the scalar path) leave."""
     rng = np.random.default_rng(7)
     pairs = ["A/B", "C/D", "E/F", "G/H"]
     rows: list[Row] = []
@@ -343,7 +340,7 @@ def test_extend_equals_repeated_append() -> None:
     for max_rows, window in [(50, None), (50, "60s"), (None, "60s"), (1000, None)]:
         one, batched = RollingFrame(max_rows, window), RollingFrame(max_rows, window)
         for row in rows:
-            one.append(*row)
+            put(one, *row)
         for lo, hi in [(0, 7), (7, 8), (8, 130), (130, 500)]:
             extend_rows(batched, rows[lo:hi])
         assert rows_of(batched) == rows_of(one)
@@ -351,16 +348,26 @@ def test_extend_equals_repeated_append() -> None:
         pd.testing.assert_frame_equal(batched.latest(), one.latest())
 
 
-def test_extend_accepts_datetime64_and_rejects_ragged_columns() -> None:
-    """extend() converts datetime64 of any unit to ns and raises MessageError on length mismatch."""
+def test_extend_rejects_ragged_receive_times() -> None:
+    """received_ns is one time or one per row; anything else is a StoreError and stores nothing."""
     frame = RollingFrame(10)
-    times = np.array(["2024-01-01T00:00:01.5"], dtype="datetime64[ms]")
-    frame.extend(times, ["A/B"], np.array([1.0]), [ISO], times)
-    assert frame.snapshot().index.asi8.tolist() == [T0 + 1_500_000_000]
-    with pytest.raises(MessageError):
-        frame.extend(np.array([T0, T0]), ["A/B"], np.array([1.0, 2.0]), [ISO, ISO], np.array([T0, T0]))
-    frame.extend(np.array([], dtype=np.int64), [], np.array([]), [], np.array([], dtype=np.int64))
-    assert frame.appended == 1
+    with pytest.raises(StoreError, match="one per row"):
+        frame.extend(rate_batch([(T0, "A/B", 1.0, ISO), (T0 + 1, "A/B", 2.0, ISO)]), np.array([T0, T0, T0]))
+    frame.extend(rate_batch([]), 0)
+    frame.extend(rate_batch([(T0, "A/B", 1.0, ISO), (T0 + 1, "A/B", 2.0, ISO)]), T0 + 5)
+    assert frame.appended == 2 and frame.snapshot()["received_at"].astype("int64").tolist() == [T0 + 5, T0 + 5]
+
+
+def test_registering_pairs_is_constant_time() -> None:
+    """New pairs cost O(1) each: 10,000 pairs are stored in well under a second, views see them all."""
+    frame = RollingFrame(20_000)
+    rows = [(T0 + i, f"P{i}/USD", 1.0, ISO) for i in range(10_000)]
+    started = time.perf_counter()
+    for i in range(0, 10_000, 100):
+        frame.extend(rate_batch(rows[i:i + 100]), T0)
+    elapsed = time.perf_counter() - started
+    assert len(frame.pairs) == 10_000 and len(frame.latest()) == 10_000
+    assert elapsed < 2.0 * SLOW, f"10,000 new pairs took {elapsed:.2f} s"
 
 
 # -- threads --------------------------------------------------------------------------------------
@@ -375,7 +382,7 @@ def fast_switching() -> Iterator[None]:
     sys.setswitchinterval(old)
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["append", "extend"])
+@pytest.mark.parametrize("batched", [False, True], ids=["one", "batch"])
 @pytest.mark.usefixtures("fast_switching")
 def test_snapshots_are_consistent_while_a_thread_appends(batched: bool) -> None:
     """One thread writes 200k rows while another snapshots: every snapshot is contiguous, ordered, untorn."""
@@ -390,11 +397,11 @@ def test_snapshots_are_consistent_while_a_thread_appends(batched: bool) -> None:
         try:
             if batched:
                 for lo in range(0, n, 1000):
-                    i = np.arange(lo, lo + 1000)
-                    frame.extend(T0 + i * step, pairs[i % 3].tolist(), i * 0.25, [ISO] * 1000, T0 + i * step + 7)
+                    extend_rows(frame, [(T0 + i * step, str(pairs[i % 3]), i * 0.25, ISO, T0 + i * step + 7)
+                                        for i in range(lo, lo + 1000)])
             else:
                 for i in range(n):
-                    frame.append(T0 + i * step, pairs[i % 3], i * 0.25, ISO, T0 + i * step + 7)
+                    put(frame, T0 + i * step, pairs[i % 3], i * 0.25, ISO, T0 + i * step + 7)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -488,7 +495,7 @@ def test_matches_reference_model(bounds: tuple[int | None, int | None], ops: lis
             rows.append((clock, pair, rate, rate_type, received))
         if op == "append":
             for row in rows:
-                frame.append(*row)
+                put(frame, *row)
         elif op == "extend":
             extend_rows(frame, rows)
         for row in rows:
@@ -511,9 +518,9 @@ def test_repr_tells_rows_capacity_pairs_and_window() -> None:
     n = 12_345
     i = np.arange(n)
     names = np.array(["BTC/USD", "ETH/USD", "SOL/EUR"], dtype=object)
-    frame.extend(T0 + i * 1000, names[i % 3].tolist(), i * 1.0, [ISO] * n, T0 + i * 1000)
+    extend_rows(frame, [(T0 + k * 1000, str(names[k % 3]), k * 1.0, ISO, T0 + k * 1000) for k in i.tolist()])
     assert repr(frame) == "<RollingFrame 12,345/100,000 rows | 3 pairs | window 15min>"
     assert repr(RollingFrame(10)) == "<RollingFrame 0/10 rows | 0 pairs | no window>"
     grows = RollingFrame(None, window=pd.Timedelta("90s"))
-    grows.append(T0, "A/B", 1.0, ISO, T0)
+    put(grows, T0, "A/B", 1.0, ISO, T0)
     assert repr(grows) == "<RollingFrame 1/4,096 rows (grows) | 1 pair | window 90s>"

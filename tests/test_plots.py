@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import threading
 import time
 import weakref
@@ -14,13 +15,18 @@ import plotly.graph_objects as go
 import pytest
 
 import coinrates_nb as cr
+from coinrates_nb import _cells
+from coinrates_nb._badge import SIMULATED_COLOR
+from coinrates_nb.batch import RateBatch
 from coinrates_nb.frame import RollingFrame
 from coinrates_nb.sim.server import Simulator
 from coinrates_nb.status import Status
 from coinrates_nb.ui import plots
-from coinrates_nb.ui.plots import ChartView, OhlcView, ohlc_arrays
+from coinrates_nb.ui.plots import ChartView, OhlcView
 from coinrates_nb.ui.refresh import Tick
+from coinrates_nb.ui.series import ns_to_ms, ohlc_arrays
 from tests.helpers import wait_until
+from tests.test_refresh import make_status
 
 PAIRS = ["BTC/USD", "ETH/USD", "BTC/EUR"]
 SECOND = 1_000_000_000
@@ -40,20 +46,28 @@ class FakeSource:
 
     @property
     def status(self) -> Status:
-        return Status(
-            state=self.state, source="simulated" if self.simulated else "live", url=None, scope=self.pairs,
-            messages=0, rates=len(self.frame), msgs_per_s=0.0, heartbeats=0, unknown=0, rejected={}, duplicates=0,
-            connections=1, reconnects=0, server_errors=0, last_error=None, lag_ms=None, stale_pairs=(),
-            rows=len(self.frame), uptime_s=0.0)
+        return make_status(state=self.state, source="simulated" if self.simulated else "live", scope=self.pairs,
+                           rates=len(self.frame), rows=len(self.frame))
 
     def fill(self, n: int, step_ns: int = 10_000_000, pairs: list[str] | None = None) -> None:
-        """Append n rows, cycling through pairs, 10 ms apart, as a random walk per pair."""
+        """Store n rows as one batch, cycling through pairs, 10 ms apart, as a random walk."""
         names = pairs or PAIRS
-        times = self.now + step_ns * np.arange(1, n + 1)
+        times = self.now + step_ns * np.arange(1, n + 1, dtype=np.int64)
         self.now = int(times[-1])
         rng = np.random.default_rng(len(self.frame))
         rates = 100 + np.cumsum(rng.normal(0, 0.1, n))
-        self.frame.extend(times, [names[i % len(names)] for i in range(n)], rates, ["BASE_QUOTE_ISOLATED"] * n, times)
+        keys = [(*name.split("/"), "BASE_QUOTE_ISOLATED") for name in names]
+        codes = np.arange(n, dtype=np.intp) % len(names)
+        self.frame.extend(RateBatch(keys, codes, times, rates), times)  # type: ignore[arg-type]
+
+    def rows(self, pair: str, window_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The pair's (time ns, rate) rows within ``window_ns`` of the newest row: what a chart should show."""
+        df = self.frame.snapshot()
+        times = df.index.asi8
+        keep = (df["pair"] == pair).to_numpy()
+        if window_ns is not None:
+            keep = keep & (times >= times.max() - window_ns)
+        return times[keep], df["rate"].to_numpy()[keep]
 
 
 class CommSpy:
@@ -136,8 +150,10 @@ def test_window_shows_only_recent_rows(closing: list[Any]) -> None:
     fig = cr.live_chart(source, window="10s")
     closing.append(fig)
     for trace in fig.data:
-        x = np.asarray(trace.x)
-        assert x[-1] - x[0] <= 10_000 and x[-1] - x[0] > 9_000
+        t, r = source.rows(trace.name, window_ns=10 * SECOND)
+        # rows k = 5000..6000 (10 ms apart) are in the 10 s span; pair k % 3 -> 333, 334, 334 of them
+        assert len(t) == {"BTC/USD": 333, "ETH/USD": 334, "BTC/EUR": 334}[trace.name]
+        assert np.array_equal(np.asarray(trace.x), ns_to_ms(t)) and np.array_equal(np.asarray(trace.y), r)
 
 
 def test_pairs_filter_and_traces_follow_the_data(closing: list[Any]) -> None:
@@ -173,20 +189,23 @@ def test_performance_chart_rebases_each_pair_to_100(closing: list[Any]) -> None:
     source = FakeSource(rows=3_000)
     fig = cr.performance_chart(source, window="5s")
     closing.append(fig)
-    assert len(fig.data) == 3
+    assert [t.name for t in fig.data] == PAIRS
     for trace in fig.data:
+        _, r = source.rows(trace.name, window_ns=5 * SECOND)
         y = np.asarray(trace.y)
-        assert y[0] == 100.0 and np.all(np.abs(y - 100) < 50)
+        assert y[0] == 100.0 and np.array_equal(y, r / r[0] * 100.0)
 
 
 def test_simulated_badge_on_charts_only_for_simulated_data(closing: list[Any]) -> None:
-    """Simulated sources get a SIMULATED DATA annotation and title suffix; live ones do not."""
-    sim = cr.live_chart(FakeSource(simulated=True, rows=30))
-    live = cr.live_chart(FakeSource(simulated=False, rows=30))
-    closing.extend([sim, live])
-    assert any("SIMULATED DATA" in a.text for a in sim.layout.annotations) and "SIMULATED" in sim.layout.title.text
-    assert not any("SIMULATED" in (a.text or "") for a in live.layout.annotations)
-    assert "SIMULATED" not in live.layout.title.text
+    """Every chart of simulated data gets the one badge annotation and title suffix; live charts get neither."""
+    for make in (cr.live_chart, cr.performance_chart, lambda s: cr.ohlc_chart(s, freq="1s")):
+        sim, live = make(FakeSource(simulated=True, rows=30)), make(FakeSource(simulated=False, rows=30))
+        closing.extend([sim, live])
+        badges = [(a.name, a.text, a.bgcolor) for a in sim.layout.annotations if a.name == "coinrates-simulated"]
+        assert badges == [("coinrates-simulated", "<b>SIMULATED DATA</b>", SIMULATED_COLOR)]
+        assert sim.layout.title.text.endswith(" — SIMULATED")
+        assert not any("SIMULATED" in (a.text or "") for a in live.layout.annotations)
+        assert "SIMULATED" not in live.layout.title.text
 
 
 def test_redraw_errors_show_on_the_chart_and_clear(closing: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,15 +224,98 @@ def test_redraw_errors_show_on_the_chart_and_clear(closing: list[Any], monkeypat
         assert not any("error" in (a.text or "") for a in fig.layout.annotations)
 
 
-def test_invalid_arguments_raise_config_errors() -> None:
-    """Bad windows and frequencies are ConfigErrors naming the value."""
-    source = FakeSource(rows=3)
-    with pytest.raises(cr.ConfigError, match="soon"):
-        cr.live_chart(source, window="soon")
-    with pytest.raises(cr.ConfigError, match="positive"):
-        cr.ohlc_chart(source, "-1min")
-    with pytest.raises(cr.ConfigError, match="pairs"):
-        cr.ohlc_chart(FakeSource(pairs=()), "1min")
+CHARTS = {"live_chart": cr.live_chart, "performance_chart": cr.performance_chart, "ohlc_chart": cr.ohlc_chart}
+
+
+def test_the_three_charts_take_arguments_in_one_order() -> None:
+    """source, pairs, window positional in that order; every other option keyword-only, with the same names."""
+    shapes = {}
+    for name, chart in CHARTS.items():
+        params = list(inspect.signature(chart).parameters.values())
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert positional == ["source", "pairs", "window"], name
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[3:]), name
+        shapes[name] = {p.name for p in params[3:]}
+    assert shapes["live_chart"] == shapes["performance_chart"] == {"fps", "max_points", "height", "title", "mode"}
+    assert shapes["ohlc_chart"] == {"freq", "fps", "max_bars", "height", "title", "mode"}
+
+
+def test_window_means_the_visible_span_in_every_chart(closing: list[Any]) -> None:
+    """window (positional or keyword; "10s", a timedelta or seconds) is how far back each chart shows."""
+    source = FakeSource(rows=3_000)
+    figs = [cr.live_chart(source, None, "10s"), cr.performance_chart(source, window=pd.Timedelta("10s")),
+            cr.ohlc_chart(source, None, 10, freq="1s")]
+    closing.extend(figs)
+    assert [view_of(f).window_ns for f in figs] == [10 * SECOND] * 3
+    for name, chart in CHARTS.items():
+        assert "visible span" in (chart.__doc__ or ""), name
+        assert "cr.stream(window=...)" in (chart.__doc__ or "") or name == "performance_chart", name
+
+
+@pytest.mark.parametrize("name", list(CHARTS))
+def test_a_span_in_the_pairs_slot_says_where_it_goes(name: str) -> None:
+    """ohlc_chart(rates, "1min") (the old order) is a ConfigError that shows the keyword to write."""
+    keyword = "freq" if name == "ohlc_chart" else "window"
+    with pytest.raises(cr.ConfigError, match=f"write {name}\\(source, {keyword}='1min'\\)"):
+        CHARTS[name](FakeSource(rows=3), "1min")
+
+
+def test_chart_pairs_follow_the_package_pair_rules(closing: list[Any]) -> None:
+    """Pairs are upper-cased and stripped; pair-shaped mistakes, asset ids and non-strings are ConfigErrors."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source, [" eth/usd ", "BTC/USD", "ETH/USD"])
+    closing.append(fig)
+    assert view_of(fig).pairs == ("ETH/USD", "BTC/USD") and [t.name for t in fig.data] == ["ETH/USD", "BTC/USD"]
+    with pytest.raises(cr.ConfigError, match="did you mean 'BTC/USD'"):
+        cr.live_chart(source, ["BTCUSD"])
+    with pytest.raises(cr.ConfigError, match="not asset ids \\['BTC'\\]"):
+        cr.ohlc_chart(source, "BTC")
+    with pytest.raises(cr.ConfigError, match="not int 5"):
+        cr.performance_chart(source, 5)  # type: ignore[arg-type]
+
+
+BAD_OPTIONS = [
+    ("window", "soon", "window must be a positive duration"),
+    ("window", -5, "window must be a positive duration"),
+    ("window", True, "window must be a positive duration"),
+    ("fps", 0, "fps must be a positive number"),
+    ("fps", "4", "fps must be a positive number"),
+    ("height", -1, "height must be a whole number"),
+    ("height", "tall", "height must be a whole number"),
+    ("title", 5, "title must be a string"),
+    ("mode", "gui", "mode must be 'thread'"),
+]
+
+
+@pytest.mark.parametrize("name", list(CHARTS))
+@pytest.mark.parametrize(("option", "value", "message"), BAD_OPTIONS)
+def test_bad_options_raise_config_errors_before_a_figure_exists(name: str, option: str, value: Any, message: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bad option is a ConfigError (never TypeError) naming it, raised before any FigureWidget is made."""
+    made: list[Any] = []
+    monkeypatch.setattr(plots.go, "FigureWidget", lambda *a, **k: made.append(a) or pytest.fail("figure made"))
+    with pytest.raises(cr.ConfigError, match=message):
+        CHARTS[name](FakeSource(rows=3), **{option: value})
+    assert made == []
+
+
+@pytest.mark.parametrize(("chart", "option", "value", "message"), [
+    (cr.live_chart, "max_points", 3, "max_points must be a whole number of points, at least 4"),
+    (cr.performance_chart, "max_points", "many", "max_points must be a whole number of points, at least 4"),
+    (cr.ohlc_chart, "max_bars", 0, "max_bars must be a whole number, at least 1"),
+    (cr.ohlc_chart, "freq", "-1min", "freq must be a positive duration"),
+    (cr.ohlc_chart, "freq", None, "freq is required"),
+])
+def test_chart_specific_options_are_checked(chart: Any, option: str, value: Any, message: str) -> None:
+    """max_points, max_bars and freq are ConfigErrors naming the option when out of range or of the wrong type."""
+    with pytest.raises(cr.ConfigError, match=message):
+        chart(FakeSource(rows=3), **{option: value})
+
+
+def test_ohlc_chart_needs_pairs() -> None:
+    """With no pairs given, subscribed or stored, ohlc_chart says how to give them."""
+    with pytest.raises(cr.ConfigError, match="ohlc_chart needs pairs"):
+        cr.ohlc_chart(FakeSource(pairs=()), freq="1min")
 
 
 # ------------------------------------------------------------------------------------ OHLC
@@ -238,21 +340,24 @@ def test_ohlc_arrays_match_the_frames_ohlc(freq: str) -> None:
 def test_ohlc_chart_grows_a_new_candle(closing: list[Any]) -> None:
     """One candlestick subplot per pair; rows in a new bucket add a candle, rows in the same bucket move it."""
     source = FakeSource(rows=0)
-    fig = cr.ohlc_chart(source, "1s", ["BTC/USD", "ETH/USD"])
+    source.now = time.time_ns() // SECOND * SECOND  # on a bucket boundary: rows at +10 ms, +20 ms, ...
+    fig = cr.ohlc_chart(source, ["BTC/USD", "ETH/USD"], freq="1s")
     closing.append(fig)
     assert [type(t).__name__ for t in fig.data] == ["Candlestick", "Candlestick"]
     assert fig.layout.template.layout.xaxis.type == "date"
     view = view_of(fig)
     assert isinstance(view, OhlcView)
     with view.lock:
-        source.fill(150, pairs=["BTC/USD"])  # 1.5 s
+        source.fill(150, pairs=["BTC/USD"])  # +0.01 .. +1.50 s: two candles
         redraw(fig, source)
-        n = len(fig.data[0].x)
-        assert n >= 2 and len(fig.data[1].x) == 0
-        source.fill(150, pairs=["BTC/USD"])
+        assert len(fig.data[0].x) == 2 and len(fig.data[1].x) == 0
+        t, r = source.rows("BTC/USD")
+        assert list(fig.data[0].close) == [r[98], r[149]] and list(fig.data[0].open) == [r[0], r[99]]
+        source.fill(150, pairs=["BTC/USD"])  # +1.51 .. +3.00 s: the second candle grows, two more start
         redraw(fig, source)
-        assert len(fig.data[0].x) > n
-        assert max(fig.data[0].high) >= max(fig.data[0].close)
+        t, r = source.rows("BTC/USD")
+        assert len(fig.data[0].x) == 4 and fig.data[0].close[1] == r[198] and fig.data[0].close[3] == r[299]
+        assert list(fig.data[0].high) == [r[:99].max(), r[99:199].max(), r[199:299].max(), r[299]]
 
 
 # ------------------------------------------------------------------------------------ lifecycle
@@ -302,7 +407,8 @@ def test_rerunning_a_cell_closes_the_charts_of_its_previous_run(closing: list[An
     """The same JupyterLab cell id with a new message id closes what the previous run made."""
     source = FakeSource(rows=30)
     parent = {"metadata": {"cellId": "cell-1"}, "header": {"msg_id": "run-1"}}
-    monkeypatch.setattr(plots, "_parent_message", lambda: parent)
+    monkeypatch.setattr(_cells, "parent_message", lambda: parent)
+    monkeypatch.setattr(_cells, "_BY_CELL", {})
     first = cr.live_chart(source)
     second = cr.performance_chart(source)  # same run: both stay
     closing.extend([first, second])
@@ -344,11 +450,13 @@ def test_browser_messages_are_serialised_with_redraws(closing: list[Any]) -> Non
 def test_one_refresher_thread_for_many_charts(closing: list[Any]) -> None:
     """Charts, status bars and dashboards of one collector share one refresher thread."""
     source = FakeSource(rows=30)
-    figs = [cr.live_chart(source), cr.performance_chart(source), cr.ohlc_chart(source, "1s")]
+    figs = [cr.live_chart(source), cr.performance_chart(source), cr.ohlc_chart(source, freq="1s"),
+            cr.status_bar(source)]
     closing.extend(figs)
-    refreshers = {id(view_of(f).refresher) for f in figs}
-    assert len(refreshers) == 1
-    assert sum(t.name == "coinrates-refresh" for t in threading.enumerate()) >= 1
+    refresher = view_of(figs[0]).refresher
+    assert all(view_of(f).refresher is refresher for f in figs) and refresher.running
+    assert set(refresher.views()) == {view_of(f) for f in figs}
+    assert refresher._thread in threading.enumerate() and refresher._thread.name == "coinrates-refresh"
     assert isinstance(view_of(figs[0]), ChartView)
 
 

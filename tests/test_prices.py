@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coinrates_nb._types import SECONDS_PER_YEAR
 from coinrates_nb.exceptions import ConfigError
-from coinrates_nb.sim.prices import DEFAULT_ASSETS, SECONDS_PER_YEAR, AssetSpec, PriceModel, UnknownAssetError
+from coinrates_nb.sim.prices import DEFAULT_ASSETS, AssetSpec, PriceModel, UnknownAssetError
 
 LEVELS = {
     "BTC": 95_000, "ETH": 3_400, "SOL": 190, "XRP": 2.3, "ADA": 0.9, "DOGE": 0.32, "LTC": 105, "DOT": 7,
@@ -83,11 +84,23 @@ def test_zero_step_changes_nothing() -> None:
     assert a.prices() == b.prices()
 
 
-@pytest.mark.parametrize("dt", [-1.0, math.nan, math.inf])
-def test_bad_step_rejected(dt: float) -> None:
-    """Negative or non-finite steps raise ValueError."""
-    with pytest.raises(ValueError, match="dt_seconds"):
-        PriceModel().step(dt)
+@pytest.mark.parametrize("dt", [-1.0, math.nan, math.inf, "soon", None])
+def test_bad_step_rejected(dt: object) -> None:
+    """Negative, non-finite or non-numeric steps raise ConfigError naming dt_seconds, and change nothing."""
+    model = PriceModel()
+    before = model.prices()
+    with pytest.raises(ConfigError, match="dt_seconds"):
+        model.step(dt)  # type: ignore[arg-type]
+    assert model.prices() == before and model.steps == 0
+
+
+def test_one_year_constant_is_shared() -> None:
+    """The model annualises with the package's one SECONDS_PER_YEAR (a Julian year), defined in _types."""
+    import coinrates_nb.sim.prices as prices
+
+    assert SECONDS_PER_YEAR == 31_557_600.0
+    assert prices.SECONDS_PER_YEAR is SECONDS_PER_YEAR  # imported, not a second definition of the same value
+    assert prices.STABLECOIN_REVERSION == pytest.approx(math.log(2) * 8766)  # a depeg halves every hour
 
 
 def test_crypto_volatility_is_annualised_as_specified() -> None:

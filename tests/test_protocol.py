@@ -8,9 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coinrates_nb.exceptions import MessageError
-from coinrates_nb.messages import ErrorMessage, ExchangeRate, Heartbeat, RateBatch, Reconnect
-from coinrates_nb.protocol import ClientProtocol, Scope
+from coinrates_nb.batch import RateBatch
+from coinrates_nb.exceptions import ConfigError, MessageError
+from coinrates_nb.messages import ErrorMessage, ExchangeRate, Heartbeat, Reconnect
+from coinrates_nb.protocol import (
+    HOLD_MAX,
+    MAX_AHEAD_NS,
+    MAX_BEHIND_NS,
+    SWITCH_GRACE,
+    SWITCH_MAX,
+    ClientProtocol,
+    Scope,
+)
 
 EXRATE = ('{"type":"exrate","asset_id_base":"BTC","asset_id_quote":"USD","rate_type":"BASE_ALL_CROSSES_TO_REF",'
           '"time":"2019-06-11T15:26:00.0000000Z","rate":10065.0319541}')
@@ -85,16 +94,16 @@ def test_scope_algebra_matches_set_model(sequence: list[tuple[str, list[str]]]) 
         assert len(set(p.scope.items or ())) == len(p.scope.items or ())
 
 
+T_2019 = 1_560_266_760_000_000_000  # 2019-06-11T15:26:00Z, EXRATE's time: the receive clock in these tests
+
+
 def test_counters() -> None:
-    """Frames, rates, heartbeats, unknown types and rejects are counted by kind."""
+    """Frames, rates, heartbeats, unknown types and rejects are counted by kind; a batch counts each frame."""
     p = ClientProtocol(["BTC/USD"])
-    assert isinstance(p.receive(EXRATE, 1.0), ExchangeRate)
-    assert isinstance(p.receive('{"type":"hearbeat"}', 2.0), Heartbeat)
-    p.receive('{"type":"asset"}', 3.0)
-    with pytest.raises(MessageError):
-        p.receive("{oops", 4.0)
-    with pytest.raises(MessageError):
-        p.receive(b"\x00\x01", 5.0)
+    got = p.receive([EXRATE], 1.0, T_2019)
+    assert got.rates.updates() == [ExchangeRate("BTC", "USD", "BASE_ALL_CROSSES_TO_REF", T_2019, 10065.0319541)]
+    assert isinstance(p.receive(['{"type":"hearbeat"}'], 2.0, T_2019).events[0].outcome, Heartbeat)
+    p.receive(['{"type":"asset"}', "{oops", b"\x00\x01"], 3.0, T_2019)
     assert (p.frames, p.exrates, p.heartbeats, p.unknown) == (5, 1, 1, 1)
     assert p.rejected == {"malformed_json": 1, "binary_frame": 1}
 
@@ -106,7 +115,7 @@ def test_staleness_clock() -> None:
     p.connected(100.0)
     assert not p.is_stale(104.9)
     assert p.is_stale(105.0)
-    p.receive('{"type":"hearbeat"}', 105.5)
+    p.receive(['{"type":"hearbeat"}'], 105.5, T_2019)
     assert not p.is_stale(110.0) and p.silence(110.0) == pytest.approx(4.5)
 
 
@@ -115,8 +124,8 @@ def test_reconnect_notice_sets_deadline() -> None:
     p = ClientProtocol(["BTC/USD"])
     p.connected(0.0)
     assert not p.switch_due()
-    msg = p.receive('{"type":"reconnect","within_seconds":10,"before_time":"2020-08-06T19:19:09.7035429Z"}', 50.0)
-    assert isinstance(msg, Reconnect) and p.switch_due() and p.reconnect_deadline == 60.0
+    got = p.receive(['{"type":"reconnect","within_seconds":10,"before_time":"2020-08-06T19:19:09.7035429Z"}'], 50.0, 0)
+    assert isinstance(got.events[0].outcome, Reconnect) and p.switch_due() and p.reconnect_deadline == 60.0
     p.connected(51.0)
     assert not p.switch_due()
 
@@ -127,8 +136,8 @@ def test_fresh_drops_repeats_per_pair() -> None:
     a = ExchangeRate("BTC", "USD", "X", 10, 1.0)
     b = ExchangeRate("BTC", "USD", "X", 20, 1.0)
     other = ExchangeRate("ETH", "USD", "X", 5, 1.0)
-    assert p.fresh(a) and p.fresh(b) and p.fresh(other)
-    assert not p.fresh(a) and not p.fresh(b)
+    assert p.fresh(RateBatch.of([a, b, other])).updates() == [a, b, other]
+    assert len(p.fresh(RateBatch.of([a]))) == 0 and len(p.fresh(RateBatch.of([b]))) == 0
     assert p.duplicates == 2
 
 
@@ -137,32 +146,100 @@ def test_scope_none_absorbs_changes() -> None:
     assert Scope(None).add(["BTC"]).items is None and Scope(None).remove(["BTC"]).items is None
 
 
-# -- batches ---------------------------------------------------------------------------------------
+def test_pair_shaped_mistakes_are_config_errors() -> None:
+    """Typos that used to stream nothing forever are refused with the pair they probably meant."""
+    for typo in ("BTCUSD", "BTC-USD", "BTC USD", " BTC / USD "):
+        with pytest.raises(ConfigError, match="did you mean 'BTC/USD'"):
+            ClientProtocol([typo])
+    for bad in (5, None, "", ["BTC/USD", 5]):
+        with pytest.raises(ConfigError):
+            ClientProtocol(["BTC/USD"]).subscribe(bad)  # type: ignore[arg-type]
+
+
+# -- time sanity -------------------------------------------------------------------------------------
+
+
+def test_a_future_time_is_rejected_and_the_pair_keeps_flowing() -> None:
+    """A year-ahead update is counted as time_ahead and does not become the pair's newest time."""
+    p = ClientProtocol(None)
+    now = T0
+    year = 365 * 86_400 * 10**9
+    got = p.receive([exrate("BTC/USD", now + year), exrate("BTC/USD", now)], 1.0, now)
+    assert [u.time_ns for u in got.rates.updates()] == [now]
+    assert p.rejected == {"time_ahead": 1}
+    assert [e.outcome.kind for e in got.events if isinstance(e.outcome, MessageError)] == ["time_ahead"]
+    later = p.receive([exrate("BTC/USD", now + 10**9)], 2.0, now + 10**9)
+    assert len(later.rates) == 1 and p.duplicates == 0
+
+
+def test_far_past_times_are_rejected_within_tolerance_kept() -> None:
+    """Updates older than MAX_BEHIND_NS are time_behind; skew within the tolerances is kept."""
+    p = ClientProtocol(None)
+    now = T0
+    frames = [exrate("BTC/USD", now - MAX_BEHIND_NS - 1), exrate("ETH/USD", now - MAX_BEHIND_NS + 10**9),
+              exrate("SOL/USD", now + MAX_AHEAD_NS - 10**9)]
+    got = p.receive(frames, 1.0, now)
+    assert sorted(u.pair for u in got.rates.updates()) == ["ETH/USD", "SOL/USD"]
+    assert p.rejected == {"time_behind": 1}
+
+
+# -- the make-before-break switch ----------------------------------------------------------------------
+
+
+def test_switch_holds_the_new_link_until_the_old_one_ends() -> None:
+    """During a switch the old link's updates flow, the new link's are held, then released deduped in order."""
+    p = ClientProtocol(None)
+    p.connected(0.0)
+    p.receive(['{"type":"reconnect","within_seconds":10}'], 1.0, T0, link=1)
+    assert p.switch_due()
+    p.begin_switch(2.0, new_link=2)
+    p.connected(2.0)
+    assert not p.switch_due()
+    new = p.receive([exrate("BTC/USD", T0 + 300), exrate("BTC/USD", T0 + 400)], 2.1, T0, link=2)
+    assert len(new.rates) == 0 and p.released() == []
+    old = p.receive([exrate("BTC/USD", T0 + 100), exrate("BTC/USD", T0 + 300)], 2.2, T0, link=1)
+    assert [u.time_ns for u in old.rates.updates()] == [T0 + 100, T0 + 300]
+    assert p.end_switch() == 2
+    released = p.released()
+    assert [[u.time_ns for u in b.updates()] for b, _ in released] == [[T0 + 400]]
+    assert p.duplicates == 1 and p.switch is None
+    after = p.receive([exrate("BTC/USD", T0 + 500)], 3.0, T0, link=2)
+    assert len(after.rates) == 1
+
+
+def test_cut_old_decides_by_deadline_state_and_queue() -> None:
+    """The old link is read to its end; past the deadline + grace an idle open one is cut; after SWITCH_MAX any."""
+    p = ClientProtocol(None)
+    p.connected(0.0)
+    p.receive(['{"type":"reconnect","within_seconds":10}'], 0.0, T0)
+    p.begin_switch(0.0, new_link=2)
+    assert not p.cut_old(5.0, old_open=True, old_queued=0)  # before the deadline
+    assert not p.cut_old(10.5, old_open=True, old_queued=0)  # within the grace
+    assert p.cut_old(11.0, old_open=True, old_queued=0)  # idle past deadline + grace
+    assert not p.cut_old(11.0, old_open=True, old_queued=3)  # still has frames to read
+    assert not p.cut_old(20.0, old_open=False, old_queued=None)  # closing: read to its end...
+    assert p.cut_old(SWITCH_MAX + SWITCH_GRACE, old_open=False, old_queued=None)  # ...up to SWITCH_MAX
+
+
+def test_a_switch_releases_when_the_hold_is_full() -> None:
+    """More than HOLD_MAX held updates are released at once, so memory stays bounded."""
+    p = ClientProtocol(None)
+    p.receive(['{"type":"reconnect","within_seconds":10}'], 0.0, T0)
+    p.begin_switch(0.0, new_link=2)
+    rows = [(T0 + i * 100, "BTC/USD", 1.0, "X") for i in range(HOLD_MAX)]
+    p.receive([exrate(pair, t) for t, pair, _, _ in rows[:10]], 0.1, T0, link=2)
+    assert p.released() == []
+    p.switch.held_rows = HOLD_MAX - 1  # type: ignore[union-attr]  # as if nearly full
+    p.receive([exrate("BTC/USD", T0 + 10 * 100)], 0.2, T0, link=2)
+    assert sum(len(b) for b, _ in p.released()) == 11
+
+
+# -- one data path: a batch equals its frames one at a time -------------------------------------------------
 
 
 def exrate(pair: str, time_ns: int, rate: float = 1.0) -> str:
     base, quote = pair.split("/")
     return ExchangeRate(base, quote, "BASE_ALL_CROSSES_TO_REF", time_ns, rate).to_json()
-
-
-def one_by_one(p: ClientProtocol, frames: list[str | bytes], now: float) -> tuple[list[ExchangeRate], list[object]]:
-    """receive + fresh per frame, stopping after a server error, as the session does frame by frame."""
-    kept: list[ExchangeRate] = []
-    outcomes: list[object] = []
-    for data in frames:
-        try:
-            msg = p.receive(data, now)
-        except MessageError as exc:
-            outcomes.append(exc.kind)
-            continue
-        if isinstance(msg, ExchangeRate):
-            if p.fresh(msg):
-                kept.append(msg)
-            continue
-        outcomes.append(msg)
-        if isinstance(msg, ErrorMessage):
-            break
-    return kept, outcomes
 
 
 def state(p: ClientProtocol) -> tuple[object, ...]:
@@ -176,49 +253,48 @@ frame_st = st.one_of(
     st.builds(lambda pair, dt: exrate(pair, T0 + dt * 100), st.sampled_from(PAIRS3), st.integers(0, 30)),
     st.sampled_from(['{"type":"hearbeat"}', '{"type":"asset"}', "{oops", b"\x00", '{"type":"exrate"}',
                      '{"type":"reconnect","within_seconds":5}', '{"type":"error","message":"boom"}',
-                     exrate("BTC/USD", T0).replace("1.0", "-1.0")]),
+                     exrate("BTC/USD", T0).replace("1.0", "-1.0"), exrate("BTC/USD", T0 + 10**18)]),
 )
 
 
 @given(st.lists(st.builds(lambda pair, dt: (pair, dt), st.sampled_from(PAIRS3), st.integers(0, 30)), max_size=40),
        st.lists(st.builds(lambda pair, dt: (pair, dt), st.sampled_from(PAIRS3), st.integers(0, 30)), max_size=5))
-def test_fresh_batch_equals_fresh_in_order(rows: list[tuple[str, int]], before: list[tuple[str, int]]) -> None:
-    """fresh_batch keeps exactly the rows fresh() would, in order, and leaves the same state."""
-    seen = [ExchangeRate(*pair.split("/"), "X", T0 + dt * 100, 1.0) for pair, dt in before]
+def test_fresh_vectorised_equals_row_by_row(rows: list[tuple[str, int]], before: list[tuple[str, int]]) -> None:
+    """The NumPy dedupe of a large batch keeps exactly the rows that one-row batches would, leaving the same state."""
+    seen = RateBatch.of([ExchangeRate(*pair.split("/"), "X", T0 + dt * 100, 1.0) for pair, dt in before])
     updates = [ExchangeRate(*pair.split("/"), "X", T0 + dt * 100, 1.0 + i) for i, (pair, dt) in enumerate(rows)]
     a, b = ClientProtocol(None), ClientProtocol(None)
-    for msg in seen:
-        a.fresh(msg)
-        b.fresh(msg)
-    want = [msg for msg in updates if a.fresh(msg)]
-    got = b.fresh_batch(RateBatch.of(updates)).updates()
+    a.fresh(seen)
+    b.fresh(seen)
+    want = [u for u in updates if len(a.fresh(RateBatch.of([u])))]
+    got = b.fresh(RateBatch.of(updates)).updates()
     assert got == want
     assert (a.duplicates, a.last_time) == (b.duplicates, b.last_time)
 
 
 @given(st.lists(frame_st, max_size=40))
-def test_receive_batch_equals_receive_then_fresh(frames: list[str | bytes]) -> None:
-    """receive_batch keeps the updates, outcomes and counters that receive + fresh per frame would."""
+def test_a_batch_equals_its_frames_one_at_a_time(frames: list[str | bytes]) -> None:
+    """Frames received together give the updates, outcomes and counters of the same frames received one by one."""
     a, b = ClientProtocol(None), ClientProtocol(None)
-    kept, outcomes = one_by_one(a, frames, 7.0)
-    parsed = b.receive_batch(frames, 7.0)
+    kept: list[ExchangeRate] = []
+    outcomes: list[object] = []
+    for data in frames:
+        got = a.receive([data], 7.0, T0)
+        kept += got.rates.updates()
+        outcomes += [e.outcome.kind if isinstance(e.outcome, MessageError) else e.outcome for e in got.events]
+        if any(isinstance(e.outcome, ErrorMessage) for e in got.events):
+            break
+    parsed = b.receive(frames, 7.0, T0)
     assert parsed.rates.updates() == kept
-    assert [e.outcome.kind if isinstance(e.outcome, MessageError) else e.outcome for e in parsed.events] == outcomes
+    assert sorted(map(str, (e.outcome.kind if isinstance(e.outcome, MessageError) else e.outcome
+                            for e in parsed.events))) == sorted(map(str, outcomes))
     assert state(a) == state(b)
 
 
-def test_receive_batch_stops_at_server_error() -> None:
+def test_receive_stops_at_server_error() -> None:
     """Nothing after a server error is taken (§4.4): its frame is the last counted."""
     p = ClientProtocol(None)
     frames = [exrate("BTC/USD", T0), '{"type":"error","message":"boom"}', exrate("BTC/USD", T0 + 100), "{oops"]
-    parsed = p.receive_batch(frames, 1.0)
+    parsed = p.receive(frames, 1.0, T0)
     assert len(parsed.rates) == 1 and isinstance(parsed.events[-1].outcome, ErrorMessage)
     assert (p.frames, p.exrates, p.server_errors, dict(p.rejected)) == (2, 1, 1, {})
-
-
-def test_receive_batch_counts_array_elements() -> None:
-    """An array frame is one frame of several messages: each update counts, the frame once."""
-    p = ClientProtocol(None)
-    array = "[" + ",".join([exrate("BTC/USD", T0), exrate("ETH/USD", T0), '{"type":"hearbeat"}']) + "]"
-    parsed = p.receive_batch([array, exrate("BTC/USD", T0)], 3.0)
-    assert len(parsed.rates) == 2 and (p.frames, p.exrates, p.heartbeats, p.duplicates) == (2, 3, 1, 1)

@@ -1,4 +1,4 @@
-"""The pure redraw rule, the min/max decimation, and the refresher that drives views."""
+"""The pure redraw rule (ui.throttle), the plot math (ui.series), and the refresher that drives views (ui.refresh)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coinrates_nb.batch import RateBatch
+from coinrates_nb.exceptions import ConfigError
 from coinrates_nb.frame import RollingFrame
 from coinrates_nb.status import Status
-from coinrates_nb.ui.refresh import Refresher, Throttle, Tick, View, data_version, downsample_minmax, ns_to_ms
-from tests.helpers import wait_until
+from coinrates_nb.ui.refresh import Refresher, Tick, View
+from coinrates_nb.ui.series import downsample_minmax, ns_to_ms
+from coinrates_nb.ui.throttle import Throttle, data_version
+from tests.helpers import SLOW, put, wait_until
 
 # ------------------------------------------------------------------------------------ doubles
 
@@ -52,9 +56,13 @@ class FakeSource:
         return make_status(rows=len(self.frame))
 
     def add(self, n: int = 1, pair: str = "BTC/USD") -> None:
-        for _ in range(n):
-            self._t += 1_000_000
-            self.frame.append(self._t, pair, 100.0 + random.random(), "BASE_QUOTE_ISOLATED", self._t)
+        """Store ``n`` rows of ``pair``, 1 ms apart, as one batch (as the collector stores a burst)."""
+        base, _, quote = pair.partition("/")
+        times = self._t + 1_000_000 * np.arange(1, n + 1, dtype=np.int64)
+        self._t = int(times[-1])
+        rates = 100.0 + np.array([random.random() for _ in range(n)])
+        batch = RateBatch([(base, quote, "BASE_QUOTE_ISOLATED")], np.zeros(n, np.intp), times, rates)
+        self.frame.extend(batch, times)
 
 
 class RecordingView(View):
@@ -122,10 +130,9 @@ def test_throttle_coalesces_any_message_rate() -> None:
         if throttle.due(now):
             throttle.mark(now)
             redraws.append(now)
-    assert 10 * fps - 1 <= len(redraws) <= 10 * fps + 1
+    assert len(redraws) == 10 * fps  # dense arrivals: one redraw every 1/fps s, from the first arrival on
     assert min(np.diff(redraws)) >= 1 / fps
-    for second in range(10):
-        assert sum(second <= r < second + 1 for r in redraws) <= fps
+    assert [sum(second <= r < second + 1 for r in redraws) for second in range(10)] == [fps] * 10
 
 
 def test_throttle_reset_allows_an_immediate_redraw() -> None:
@@ -138,8 +145,8 @@ def test_throttle_reset_allows_an_immediate_redraw() -> None:
 
 @pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf"), True, "4"])
 def test_throttle_rejects_bad_fps(fps: Any) -> None:
-    """fps must be a positive finite number."""
-    with pytest.raises(ValueError, match="fps"):
+    """fps must be a positive finite number; anything else is a ConfigError naming fps."""
+    with pytest.raises(ConfigError, match="fps must be a positive number"):
         Throttle(fps)
 
 
@@ -153,6 +160,46 @@ def random_walk(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def reference_minmax(x: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
+    """The indices min/max decimation keeps, written the slow, obvious way (one Python loop per bucket)."""
+    n = len(x)
+    if n <= max_points:
+        return np.arange(n)
+    buckets = (max_points - 2) // 2
+    edges = [x[0] + (x[-1] - x[0]) * (k / buckets) for k in range(buckets)]
+    members: dict[int, list[int]] = {}
+    for i, xi in enumerate(x):
+        k = max(j for j, edge in enumerate(edges) if edge <= xi)  # the last edge at or before xi
+        members.setdefault(k, []).append(i)
+    keep = {0, n - 1}
+    for idx in members.values():
+        values = [y[i] for i in idx if not np.isnan(y[i])]
+        if values:
+            keep.add(next(i for i in idx if y[i] == min(values)))
+            keep.add(next(i for i in idx if y[i] == max(values)))
+    return np.array(sorted(keep))
+
+
+@pytest.mark.parametrize("case", ["walk", "spikes", "gap", "nan", "constant-x"])
+def test_downsample_keeps_exactly_what_the_reference_keeps(case: str) -> None:
+    """The vectorised decimation keeps exactly the reference's points: both ends plus each bucket's first min and max."""
+    x, y = random_walk(6_000, seed=11)
+    if case == "spikes":
+        y = np.zeros(6_000)
+        y[4321], y[777] = 50.0, -50.0
+    elif case == "gap":
+        x = np.concatenate([np.arange(3_000.0), 1e6 + np.arange(3_000.0)])
+    elif case == "nan":
+        y = y.copy()
+        y[::7] = np.nan
+    elif case == "constant-x":
+        x = np.full(6_000, 3.0)
+    dx, dy = downsample_minmax(x, y, 200)
+    idx = reference_minmax(x, y, 200)
+    assert np.array_equal(dx, x[idx]) and np.array_equal(dy, y[idx], equal_nan=True)
+    assert len(dx) <= 200
+
+
 def test_downsample_leaves_short_lines_alone() -> None:
     """A line already within max_points is returned unchanged (as float64)."""
     x, y = random_walk(1500)
@@ -164,7 +211,7 @@ def test_downsample_bounds_points_and_keeps_extremes_and_ends() -> None:
     """100k points become at most max_points, including both ends and the global min and max."""
     x, y = random_walk(100_000)
     dx, dy = downsample_minmax(x, y, 2000)
-    assert 1000 < len(dx) <= 2000
+    assert len(dx) == 2_000  # 999 buckets x (min, max), distinct here, plus both ends
     assert dx[0] == x[0] and dx[-1] == x[-1] and dy[-1] == y[-1]
     assert dy.max() == y.max() and dy.min() == y.min()
     assert np.all(np.diff(dx) >= 0)
@@ -200,8 +247,9 @@ def test_downsample_keeps_gaps() -> None:
     x = np.concatenate([np.arange(5000.0), 1e6 + np.arange(5000.0)])
     y = np.sin(x)
     dx, _ = downsample_minmax(x, y, 200)
-    assert (dx < 5000).sum() >= 2 and (dx >= 1e6).sum() >= 2
-    assert not ((dx >= 5000) & (dx < 1e6)).any()
+    assert ((dx >= 5000) & (dx < 1e6)).sum() == 0  # no point in the gap (there is none to keep)
+    # ~10,150-wide buckets: each run falls in one bucket, kept as its min and max plus the line's end there.
+    assert (dx < 5000).sum() == 3 and (dx >= 1e6).sum() == 3
 
 
 def test_downsample_constant_x_and_nan() -> None:
@@ -217,13 +265,14 @@ def test_downsample_constant_x_and_nan() -> None:
 
 
 def test_downsample_rejects_bad_input() -> None:
-    """Mismatched lengths, 2-D input and max_points < 4 are errors."""
-    with pytest.raises(ValueError, match="equal length"):
+    """Mismatched lengths, 2-D input and a max_points that is not a whole number >= 4 are ConfigErrors."""
+    with pytest.raises(ConfigError, match="equal length"):
         downsample_minmax([1, 2, 3], [1, 2])
-    with pytest.raises(ValueError, match="1-D"):
+    with pytest.raises(ConfigError, match="1-D"):
         downsample_minmax(np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="at least 4"):
-        downsample_minmax(np.arange(10), np.arange(10), 3)
+    for bad in (3, "100", 2.5, True, None):
+        with pytest.raises(ConfigError, match="at least 4"):
+            downsample_minmax(np.arange(10), np.arange(10), bad)  # type: ignore[arg-type]
 
 
 def test_ns_to_ms_matches_the_calendar() -> None:
@@ -244,7 +293,7 @@ def test_tick_series_is_time_sorted_per_pair_and_shared() -> None:
     source = FakeSource()
     base = 1_700_000_000_000_000_000
     for i, t in enumerate([5, 3, 4, 1]):
-        source.frame.append(base + t, "BTC/USD" if i % 2 == 0 else "ETH/USD", float(t), "BASE_QUOTE_ISOLATED", base)
+        put(source.frame, base + t, "BTC/USD" if i % 2 == 0 else "ETH/USD", float(t), received_ns=base)
     tick = Tick(source)
     series = tick.series
     assert list(series) == ["BTC/USD", "ETH/USD"]
@@ -255,13 +304,14 @@ def test_tick_series_is_time_sorted_per_pair_and_shared() -> None:
 
 
 def test_data_version_changes_with_rows() -> None:
-    """The data version moves on append and on clear."""
+    """The data version moves on every stored batch and on clear, and stays put otherwise."""
     source = FakeSource()
-    v0 = data_version(source)
+    v0 = data_version(source.frame)
     source.add()
-    v1 = data_version(source)
+    v1 = data_version(source.frame)
+    assert data_version(source.frame) == v1  # no new rows: same version
     source.frame.clear()
-    assert len({v0, v1, data_version(source)}) == 3
+    assert len({v0, v1, data_version(source.frame)}) == 3
 
 
 # ------------------------------------------------------------------------------------ Refresher.tick
@@ -287,14 +337,11 @@ def test_tick_coalesces_bursts_between_redraws() -> None:
     refresher = Refresher(source)
     view = RecordingView(2)
     refresher._views = [weakref.ref(view)]
-    now = 0.0
-    for _ in range(40):  # 40 ticks 0.1 s apart = 4 s, 25 rows between ticks
+    for k in range(40):  # 40 ticks 0.1 s apart = 4 s, 25 rows between ticks
         source.add(25)
-        refresher.tick(now=now)
-        now += 0.1
-    assert 7 <= len(view.draws) <= 9  # 2 fps over 4 s
-    seen = [rows for _, rows in view.draws]
-    assert seen == sorted(seen) and seen[-1] >= 800  # each redraw shows everything up to its tick
+        refresher.tick(now=k / 10)
+    # 2 fps: redraws at ticks 0, 5, 10, ... 35 (0.5 s apart), each showing every row stored by then.
+    assert [rows for _, rows in view.draws] == [25 * (k + 1) for k in range(0, 40, 5)]
 
 
 def test_tick_skips_hidden_and_drops_closed_views() -> None:
@@ -442,7 +489,7 @@ def test_loop_mode_draws_on_the_captured_event_loop() -> None:
     async def main() -> tuple[Refresher, int]:
         refresher = Refresher(source, mode="loop")
         refresher.add(view)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 * SLOW
         while not view.draws and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return refresher, threading.get_ident()
@@ -457,5 +504,10 @@ def test_loop_mode_draws_on_the_captured_event_loop() -> None:
 def test_loop_mode_without_a_running_loop_falls_back_to_the_thread() -> None:
     """Outside an event loop (a plain script) "loop" mode falls back to redrawing from the thread."""
     assert Refresher(FakeSource(), mode="loop").mode == "thread"
-    with pytest.raises(ValueError, match="mode"):
-        Refresher(FakeSource(), mode="gui")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["gui", "", None, 1])
+def test_refresher_rejects_an_unknown_mode(mode: Any) -> None:
+    """A mode other than "thread" or "loop" is a ConfigError that names both."""
+    with pytest.raises(ConfigError, match="mode must be 'thread'.*'loop'"):
+        Refresher(FakeSource(), mode=mode)

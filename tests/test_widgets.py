@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import weakref
+from html import unescape
 from typing import Any
 
 import pandas as pd
@@ -12,11 +13,13 @@ import pytest
 from traitlets import All
 
 import coinrates_nb as cr
+from coinrates_nb._badge import SIMULATED_COLOR, simulated_annotations, simulated_html
 from coinrates_nb.sim.server import Simulator
+from coinrates_nb.ui import widgets
 from coinrates_nb.ui.refresh import Tick
 from coinrates_nb.ui.widgets import STATE_COLORS, Dashboard, render_latest, render_status
 from tests.helpers import wait_until
-from tests.test_plots import PAIRS, FakeSource
+from tests.test_plots import PAIRS, SECOND, FakeSource
 from tests.test_refresh import make_status
 
 # ------------------------------------------------------------------------------------ pure HTML
@@ -30,9 +33,20 @@ def test_render_status_shows_state_and_its_colour(state: str) -> None:
 
 
 def test_render_status_simulated_badge_only_when_simulated() -> None:
-    """The SIMULATED DATA badge appears exactly when the source is the simulator."""
-    assert "SIMULATED DATA" in render_status(make_status(source="simulated"))
+    """The SIMULATED DATA badge appears exactly when the source is the simulator, once."""
+    html = render_status(make_status(source="simulated"))
+    assert html.count(simulated_html(True)) == 1 and html.count("SIMULATED DATA") == 1
     assert "SIMULATED" not in render_status(make_status(source="live"))
+
+
+def test_the_badge_is_one_definition() -> None:
+    """The status-bar HTML and the chart annotation carry the same words and colour, from coinrates_nb._badge."""
+    html = simulated_html(True)
+    (note,) = simulated_annotations(True)
+    assert html == ('<span class="coinrates-simulated" style="background:#b45309;padding:1px 7px;border-radius:4px;'
+                    'font-weight:bold;color:white;margin-right:6px">SIMULATED DATA</span>')
+    assert note["text"] == "<b>SIMULATED DATA</b>" and note["bgcolor"] == SIMULATED_COLOR == "#b45309"
+    assert simulated_html(False) == "" and simulated_annotations(False) == []
 
 
 def test_render_status_facts() -> None:
@@ -142,14 +156,56 @@ def test_callback_errors_are_shown_and_logged(closing: list[Any], caplog: pytest
     assert board.error.layout.display == "none"
 
 
-def test_picker_rejects_malformed_pairs(closing: list[Any]) -> None:
-    """A malformed pair is reported and the picker goes back to the previous pairs."""
-    source = BrokenSource(rows=30)
+class SubscribingSource(FakeSource):
+    """A source that records subscribe/unsubscribe calls and keeps its scope as a collector does."""
+
+    running = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def subscribe(self, items: list[str]) -> None:
+        self.calls.append(("subscribe", list(items)))
+        self.pairs = (*self.pairs, *items)
+
+    def unsubscribe(self, items: list[str]) -> None:
+        self.calls.append(("unsubscribe", list(items)))
+        self.pairs = tuple(p for p in self.pairs if p not in items)
+
+
+@pytest.mark.parametrize(("typed", "message"), [
+    ("BTC/USD/EUR", "'BTC/USD/EUR' is neither a pair 'BASE/QUOTE' nor an asset id"),
+    ("btcusd", "'btcusd' is not a CoinAPI asset id; did you mean 'BTC/USD'?"),
+    ("SOL-USD", "'SOL-USD' is neither a pair 'BASE/QUOTE' nor an asset id; did you mean 'SOL/USD'?"),
+])
+def test_picker_rejects_malformed_pairs(typed: str, message: str, closing: list[Any]) -> None:
+    """A pair-shaped mistake is refused with the package's message, nothing is subscribed, the picker goes back."""
+    source = SubscribingSource(rows=30)
     board = cr.dashboard(source)
     closing.append(board)
-    board.picker.value = [*PAIRS, "BTC/USD/EUR"]
-    assert "not a BASE/QUOTE pair" in board.error.value
-    assert list(board.picker.value) == PAIRS
+    board.picker.value = [*PAIRS, typed]
+    assert f"ConfigError: {message}" in unescape(board.error.value)
+    assert list(board.picker.value) == PAIRS and source.calls == []
+
+
+def test_picker_entries_are_normalised_then_subscribed(closing: list[Any]) -> None:
+    """Typed entries are stripped, upper-cased and deduplicated; only the difference is (un)subscribed."""
+    source = SubscribingSource(rows=30)
+    board = cr.dashboard(source)
+    closing.append(board)
+    board.picker.value = ["BTC/USD", "ETH/USD", " sol/usd ", "SOL/USD"]
+    assert source.calls == [("subscribe", ["SOL/USD"]), ("unsubscribe", ["BTC/EUR"])]
+    assert list(board.picker.value) == ["BTC/USD", "ETH/USD", "SOL/USD"]
+    assert board.chart._coinrates_view.pairs == ("BTC/USD", "ETH/USD", "SOL/USD")
+    board.picker.value = ["BTC/USD", "ETH/USD", "SOL/USD", "xrp"]  # an asset id: the chart draws every pair
+    assert source.calls[-1] == ("subscribe", ["XRP"]) and board.chart._coinrates_view.pairs is None
+    assert board.error.layout.display == "none"
+
+
+def test_dashboard_has_no_pair_normaliser_of_its_own() -> None:
+    """The picker uses coinrates_nb._inputs (one pair rule for the package), not a local copy."""
+    assert not hasattr(widgets, "_normalise_pairs") and widgets.filter_items.__module__ == "coinrates_nb._inputs"
 
 
 def test_callbacks_observe_named_traits_only(closing: list[Any]) -> None:
@@ -160,6 +216,49 @@ def test_callbacks_observe_named_traits_only(closing: list[Any]) -> None:
     assert {"_view_count", "comm"} <= set(board.chart._trait_notifiers)
     for widget in (board, board.picker, board.window, board.chart, board.status_html, board.table):
         assert All not in widget._trait_notifiers, widget
+
+
+@pytest.mark.parametrize(("window", "label", "window_ns"), [
+    ("1min", "1 min", 60 * SECOND),
+    (300, "5 min", 300 * SECOND),          # seconds, the package's rule for bare numbers; a preset
+    ("90s", "90s", 90 * SECOND),           # not a preset: added to the choices as written
+    (45, "45 s", 45 * SECOND),
+    (None, "all", None),
+])
+def test_dashboard_window_is_the_charts_visible_span(window: Any, label: str, window_ns: int | None,
+                                                     closing: list[Any]) -> None:
+    """window= picks (or adds) the picker's choice and sets the chart's visible span."""
+    board = cr.dashboard(BrokenSource(rows=3), window=window)
+    closing.append(board)
+    assert board.window.value == label and board.chart._coinrates_view.window_ns == window_ns
+    assert len(board.window.options) == 5 + (label not in ("1 min", "5 min", "15 min", "1 h", "all"))
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"window": "soon"}, "window must be a positive duration"),
+    ({"window": 0}, "window must be a positive duration"),
+    ({"fps": -1}, "fps must be a positive number"),
+    ({"mode": "gui"}, "mode must be 'thread'"),
+    ({"chart": "candles"}, "chart must be one of"),
+])
+def test_dashboard_rejects_bad_options_before_any_widget(options: dict[str, Any], message: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad dashboard options are ConfigErrors, raised before any widget exists (nothing half-built to close)."""
+    monkeypatch.setattr(widgets.w, "HTML", lambda *a, **k: pytest.fail("a widget was made"))
+    with pytest.raises(cr.ConfigError, match=message):
+        cr.dashboard(BrokenSource(rows=3), **options)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"fps": 0}, "fps must be a positive number"),
+    ({"fps": "2"}, "fps must be a positive number"),
+    ({"mode": None}, "mode must be 'thread'"),
+])
+def test_status_bar_rejects_bad_options(options: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad status_bar options are ConfigErrors raised before the widget is made."""
+    monkeypatch.setattr(widgets.w, "HTML", lambda *a, **k: pytest.fail("a widget was made"))
+    with pytest.raises(cr.ConfigError, match=message):
+        cr.status_bar(BrokenSource(rows=3), **options)
 
 
 def test_window_picker_changes_the_chart_window(closing: list[Any]) -> None:

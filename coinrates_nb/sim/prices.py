@@ -22,7 +22,7 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .._types import AssetId
+from .._types import SECONDS_PER_YEAR, AssetId
 from ..exceptions import ConfigError, UnknownAssetError
 
 __all__ = ["DEFAULT_ASSETS", "REFERENCE", "AssetSpec", "PriceModel", "UnknownAssetError"]
@@ -30,13 +30,10 @@ __all__ = ["DEFAULT_ASSETS", "REFERENCE", "AssetSpec", "PriceModel", "UnknownAss
 REFERENCE: Final = "USD"
 """The reference asset every level is quoted in; its price is 1 by definition (§4.1)."""
 
-SECONDS_PER_YEAR: Final = 365.25 * 86_400
-"""Volatilities are annualised over a calendar year: crypto and the simulator never close."""
-
 CRYPTO_CORRELATION: Final = 0.6
 """Share of a crypto asset's variance that comes from the common market factor."""
 
-STABLECOIN_REVERSION: Final = math.log(2) * 365.25 * 24
+STABLECOIN_REVERSION: Final = math.log(2) * SECONDS_PER_YEAR / 3600
 """Mean-reversion speed of stablecoins per year: a depeg halves every hour."""
 
 DEFAULT_CRYPTO_VOLATILITY: Final = 0.7
@@ -195,11 +192,17 @@ class PriceModel:
         The draws are exact for any ``dt`` (geometric Brownian motion for crypto and fiat,
         an Ornstein-Uhlenbeck process on the log price for stablecoins), so one step of 2 s
         and two of 1 s follow the same distribution. A zero step changes nothing and draws
-        nothing.
+        nothing. Volatilities are per :data:`~coinrates_nb._types.SECONDS_PER_YEAR`.
+
+        Raises:
+            ConfigError: ``dt_seconds`` is negative or not finite.
         """
-        dt = float(dt_seconds)
+        try:
+            dt = float(dt_seconds)
+        except (TypeError, ValueError):
+            dt = math.nan
         if not math.isfinite(dt) or dt < 0:
-            raise ValueError(f"dt_seconds must be a non-negative finite number, got {dt_seconds!r}")
+            raise ConfigError(f"dt_seconds must be a non-negative finite number, got {dt_seconds!r}")
         if dt == 0.0:
             return
         tau = dt / SECONDS_PER_YEAR

@@ -1,4 +1,14 @@
-"""Live Plotly charts of a collector: rates, candlesticks and rebased performance.
+"""Live Plotly charts of a collector: rates, rebased performance and candlesticks.
+
+The three chart functions take their arguments in one order::
+
+    live_chart(source, pairs=None, window=None, *, fps=..., ...)
+    performance_chart(source, pairs=None, window=None, *, fps=..., ...)
+    ohlc_chart(source, pairs=None, window=None, *, freq="1min", fps=..., ...)
+
+``window`` is always the chart's **visible span**: how far back from the newest row the chart
+shows. It is not the collector's buffer window (``cr.stream(window=...)``, how long rows are
+kept before they are evicted): a chart can show less than the buffer holds, never more.
 
 Each function returns a :class:`plotly.graph_objects.FigureWidget` that updates by itself: a
 :class:`~coinrates_nb.ui.refresh.Refresher` redraws it at most ``fps`` times a second, whatever the
@@ -30,92 +40,98 @@ thread, holding the view's lock. To change a live figure from a cell, hold the s
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import weakref
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+import operator
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from .._badge import simulated_annotations, simulated_title
+from .._inputs import pair_list, span_ns
+from .._types import Pair
 from ..exceptions import ConfigError
-from ..frame import parse_span
-from .refresh import (
-    DEFAULT_FPS,
+from ._lifecycle import WidgetView, close_on_rerun
+from .refresh import Mode, Source, Tick, check_mode
+from .series import (
     MAX_POINTS,
     Float64Array,
-    Int64Array,
-    Mode,
-    Refresher,
-    Source,
-    Tick,
-    View,
+    check_max_points,
     downsample_minmax,
     ns_to_ms,
+    ohlc_arrays,
+    rebase,
+    window_start,
+    windowed,
 )
+from .throttle import DEFAULT_FPS, check_fps
 
-__all__ = ["ChartView", "FigureView", "OhlcView", "WidgetView", "close_on_rerun", "date_template", "live_chart", "ohlc_arrays",
-           "ohlc_chart", "performance_chart"]
+__all__ = ["ChartView", "Duration", "FigureView", "OhlcView", "date_template", "live_chart", "ohlc_chart",
+           "performance_chart", "span_label"]
 
 logger = logging.getLogger(__name__)
 
-SIMULATED_BADGE = "SIMULATED DATA"
-_BADGE_NAME = "coinrates-simulated"
-_ERROR_NAME = "coinrates-error"
-_UIREVISION = "coinrates"
+Duration = str | dt.timedelta | float
+"""A time span as users write it: ``"5min"``, a ``timedelta``/``pd.Timedelta``, or a number of seconds."""
 
 Transform = Callable[[Float64Array], Float64Array]
 
+_ERROR_NAME: Final = "coinrates-error"
+_UIREVISION: Final = "coinrates"
+_MIN_HEIGHT: Final = 10  # plotly's own lower bound for a figure's height, in pixels
 
-# --------------------------------------------------------------------------------------- helpers
+
+# --------------------------------------------------------------------------------------- arguments
 
 
-def _pair_list(pairs: str | Iterable[str] | None) -> tuple[str, ...] | None:
+def _chart_pairs(pairs: Any, function: str) -> tuple[Pair, ...] | None:
+    """``pairs`` as canonical ``BASE/QUOTE`` pairs (``None``: every pair), or a ConfigError saying what to write.
+
+    A duration in the pairs slot (``ohlc_chart(rates, "1min")``) gets its own message, since
+    the span arguments come after the pairs.
+    """
     if pairs is None:
         return None
-    return (pairs,) if isinstance(pairs, str) else tuple(pairs)
+    if isinstance(pairs, str) and "/" not in pairs:
+        try:
+            span_ns(pairs)
+        except ConfigError:
+            pass
+        else:
+            keyword = "freq" if function == "ohlc_chart" else "window"
+            raise ConfigError(f"{function}: {pairs!r} looks like a time span, but the second argument is pairs; "
+                              f"write {function}(source, {keyword}={pairs!r})")
+    return tuple(pair_list(pairs, "pairs"))
 
 
-def _since(tick: Tick, window_ns: int | None) -> int | None:
-    """The first time (ns) a view with ``window_ns`` shows, measured back from the newest row."""
-    newest = tick.newest_ns
-    if window_ns is None or newest is None:
-        return None
-    return newest - window_ns
+def _whole(value: Any, name: str, minimum: int, example: str) -> int:
+    """``value`` if it is a whole number of at least ``minimum``, else a ConfigError naming ``name``."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        raise ConfigError(f"{name} must be a whole number, at least {minimum} (e.g. {example}), not {value!r}")
+    return number
 
 
-def _windowed(t: Int64Array, r: Float64Array, since_ns: int | None) -> tuple[Int64Array, Float64Array]:
-    if since_ns is None:
-        return t, r
-    start = int(np.searchsorted(t, since_ns, side="left"))
-    return t[start:], r[start:]
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, not {type(value).__name__} {value!r}")
+    return value
 
 
-def _rebase(r: Float64Array) -> Float64Array:
-    """Rebase a rate series to 100 at its first value."""
-    if len(r) == 0 or r[0] == 0:
-        return r
-    rebased: Float64Array = r / float(r[0]) * 100.0  # r0 / r0 is exactly 1: the first point is exactly 100
-    return rebased
-
-
-def _annotations(fig: Any, name: str, replacement: dict[str, Any] | None) -> None:
-    """Replace the layout annotation called ``name`` (or remove it when ``replacement`` is None)."""
-    kept = [a for a in fig.layout.annotations if a.name != name]
-    if replacement is not None:
-        kept.append(go.layout.Annotation(name=name, **replacement))
-    fig.layout.annotations = kept
-
-
-def _badge(simulated: bool) -> list[dict[str, Any]]:
-    if not simulated:
-        return []
-    return [dict(name=_BADGE_NAME, text=f"<b>{SIMULATED_BADGE}</b>", xref="paper", yref="paper", x=1.0, y=1.0,
-                 xanchor="right", yanchor="bottom", showarrow=False, bgcolor="#b45309",
-                 font=dict(color="white", size=12), borderpad=3)]
+def span_label(value: Duration) -> str:
+    """A short label for a span as the user gave it: ``"5min"`` stays, ``90`` becomes ``"90 s"``."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)):
+        return f"{value:g} s"
+    return str(value)
 
 
 def _simulated(source: Source) -> bool:
@@ -126,135 +142,15 @@ def _simulated(source: Source) -> bool:
         return False
 
 
-def _parent_message() -> dict[str, Any]:
-    """The kernel message that is executing now (empty outside a kernel)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython ships with ipykernel
-        return {}
-    shell = get_ipython()
-    kernel = getattr(shell, "kernel", None)
-    get_parent = getattr(kernel, "get_parent", None)
-    if get_parent is None:
-        return {}
-    try:
-        parent = get_parent()
-    except Exception:  # noqa: BLE001 - best effort: no parent means no re-run tracking
-        return {}
-    return parent if isinstance(parent, dict) else {}
-
-
-_BY_CELL: dict[str, tuple[str, list[weakref.ReferenceType[Any]]]] = {}
-
-
-def close_on_rerun(widget: Any) -> None:
-    """Remember that the running cell made ``widget``; close widgets made by its earlier runs.
-
-    JupyterLab tags each execute request with the cell's id. When the same cell runs again, its
-    old output (and the live widgets in it) is gone from the page, so their redraws would be
-    wasted work: they are closed here, which stops their refresh. Outside JupyterLab (no cell
-    id) nothing is tracked.
-    """
-    parent = _parent_message()
-    cell_id = (parent.get("metadata") or {}).get("cellId")
-    msg_id = (parent.get("header") or {}).get("msg_id")
-    if not cell_id or not msg_id:
-        return
-    entry = _BY_CELL.get(cell_id)
-    if entry is not None and entry[0] != msg_id:
-        for ref in entry[1]:
-            old = ref()
-            if old is not None and old is not widget:
-                logger.debug("cell %s re-ran: closing %r", cell_id, old)
-                old.close()
-        entry = None
-    if entry is None:
-        entry = (msg_id, [])
-        _BY_CELL[cell_id] = entry
-    entry[1].append(weakref.ref(widget))
-
-
 # --------------------------------------------------------------------------------------- views
 
 
-class WidgetView(View):
-    """A view drawing into one ipywidget, which it refers to weakly (the widget keeps the view alive).
-
-    Tracks the widget's browser views through ``_view_count``: once shown, a widget with no view
-    left is hidden and skipped until shown again, then redrawn in full.
-    """
-
-    def __init__(self, widget: Any, fps: float, *, always: bool = False) -> None:
-        super().__init__(fps, always=always)
-        self._widget = weakref.ref(widget)
-        self._shown = False
-        widget._coinrates_view = self
-        if getattr(widget, "_view_count", None) is None:
-            widget._view_count = 0  # ask the front end to count views (ipywidgets' opt-in)
-        widget.observe(self._on_view_count, names=["_view_count"])
-        widget.observe(self._on_comm, names=["comm"])
-
-    @property
-    def widget(self) -> Any:
-        """The widget, or ``None`` once collected."""
-        return self._widget()
-
-    @property
-    def alive(self) -> bool:
-        widget = self._widget()
-        return widget is not None and widget.comm is not None
-
-    @property
-    def visible(self) -> bool:
-        widget = self._widget()
-        if widget is None:
-            return False
-        count = widget._view_count
-        return not (self._shown and count == 0)
-
-    def _on_view_count(self, change: dict[str, Any]) -> None:
-        new = change.get("new")
-        if isinstance(new, int) and new > 0:
-            came_back = self._shown and change.get("old") == 0
-            self._shown = True
-            if came_back:
-                self.invalidate()
-        elif new == 0 and self.refresher is not None:
-            self.refresher.wake()
-
-    def _on_comm(self, change: dict[str, Any]) -> None:
-        if change.get("new") is not None:
-            return
-        widget = self._widget()
-        if widget is not None:
-            self._release(widget)
-        if self.refresher is not None:
-            self.refresher.wake()  # closed: let the refresher drop this view now
-
-    def _release(self, widget: Any) -> None:
-        """Cut the widget's references to this view once it is closed, so the view can be collected.
-
-        A closed FigureWidget itself is never collected with anywidget 0.11 (its class-level
-        ``_esm`` file watcher keeps a lambda bound to every instance), so the view must not
-        rely on the widget dying to die itself.
-        """
-        widget.unobserve(self._on_view_count, names=["_view_count"])
-        widget.unobserve(self._on_comm, names=["comm"])
-        if widget.__dict__.get("_coinrates_view") is self:
-            del widget.__dict__["_coinrates_view"]
-
-    def attach(self, source: Source, mode: Mode) -> Refresher:
-        """Draw once now, then hand the view to the source's shared refresher."""
-        refresher = Refresher.for_source(source, mode)
-        self.run(Tick(source), refresher.clock(), None)
-        self.drawn = None  # let the refresher draw the next rows too
-        self.guard_incoming(self._widget())
-        refresher.add(self)
-        return refresher
-
-    def __repr__(self) -> str:
-        state = "alive" if self.alive else "closed"
-        return f"<{type(self).__name__} {state} | {self.throttle.fps:g} fps | {self.redraws:,} redraws>"
+def _annotations(fig: Any, name: str, replacement: dict[str, Any] | None) -> None:
+    """Replace the layout annotation called ``name`` (or remove it when ``replacement`` is None)."""
+    kept = [a for a in fig.layout.annotations if a.name != name]
+    if replacement is not None:
+        kept.append(go.layout.Annotation(name=name, **replacement))
+    fig.layout.annotations = kept
 
 
 class FigureView(WidgetView):
@@ -276,34 +172,38 @@ class ChartView(FigureView):
     Args:
         fig: The figure to draw into.
         pairs: Pairs to draw, or ``None`` for every pair in the frame (traces come and go).
-        window_ns: Time span shown, back from the newest row; ``None`` for the whole frame.
+        window_ns: Visible span, back from the newest row; ``None`` for the whole frame.
         fps: Redraws per second at most.
         max_points: Points per trace per redraw at most (min/max decimation above it).
         transform: Applied to each pair's windowed rates before decimation (e.g. rebasing).
     """
 
-    def __init__(self, fig: Any, pairs: Sequence[str] | None, window_ns: int | None, fps: float, max_points: int,
+    def __init__(self, fig: Any, pairs: tuple[Pair, ...] | None, window_ns: int | None, fps: float, max_points: int,
                  transform: Transform | None = None) -> None:
         super().__init__(fig, fps)
         self.pairs = pairs
         self.window_ns = window_ns
-        self.max_points = max_points
+        self.max_points = check_max_points(max_points)
         self.transform = transform
         self.points_sent = 0
 
-    def set_window(self, window: str | pd.Timedelta | None) -> None:
-        """Show ``window`` back from the newest row (``None``: the whole frame) from the next redraw."""
-        self.window_ns = parse_span(window)
+    def set_window(self, window: Duration | None) -> None:
+        """Show ``window`` back from the newest row (``None``: the whole frame) from the next redraw.
+
+        Raises:
+            ConfigError: If ``window`` is not a positive duration.
+        """
+        self.window_ns = span_ns(window, "window")
         self.invalidate()
 
     def lines(self, tick: Tick) -> dict[str, tuple[Float64Array, Float64Array]]:
         """Each drawn pair's (x ms, y) arrays for ``tick``, windowed, transformed and decimated."""
-        since = _since(tick, self.window_ns)
+        since = window_start(tick.newest_ns, self.window_ns)
         out: dict[str, tuple[Float64Array, Float64Array]] = {}
         for pair, (t, r) in tick.series.items():
             if self.pairs is not None and pair not in self.pairs:
                 continue
-            t, r = _windowed(t, r, since)
+            t, r = windowed(t, r, since)
             if len(t) == 0:
                 continue
             y = self.transform(r) if self.transform is not None else r
@@ -330,35 +230,13 @@ class ChartView(FigureView):
                 self.points_sent += len(x)
 
 
-
-def ohlc_arrays(t: Int64Array, r: Float64Array, freq_ns: int) -> dict[str, Float64Array]:
-    """Open/high/low/close of ``r`` per ``freq_ns`` bucket of ``t`` (sorted int64 ns), left-labelled.
-
-    Buckets are aligned on the Unix epoch, as ``resample`` aligns frequencies that divide a day.
-    Empty buckets are left out. Returns ``x`` (bucket start, epoch ms) and the four prices.
-    """
-    if len(t) == 0:
-        empty = np.empty(0, dtype=np.float64)
-        return {"x": empty, "open": empty, "high": empty, "low": empty, "close": empty}
-    bucket = t // freq_ns
-    starts = np.flatnonzero(np.diff(bucket, prepend=bucket[0] - 1))
-    ends = np.append(starts[1:], len(t)) - 1
-    return {
-        "x": ns_to_ms(bucket[starts] * freq_ns),
-        "open": r[starts],
-        "high": np.maximum.reduceat(r, starts),
-        "low": np.minimum.reduceat(r, starts),
-        "close": r[ends],
-    }
-
-
 class OhlcView(FigureView):
     """Keeps one candlestick trace per pair (one subplot row each) up to date."""
 
-    def __init__(self, fig: Any, pairs: Sequence[str], freq_ns: int, window_ns: int | None, fps: float,
+    def __init__(self, fig: Any, pairs: tuple[Pair, ...], freq_ns: int, window_ns: int | None, fps: float,
                  max_bars: int) -> None:
         super().__init__(fig, fps)
-        self.pairs = tuple(pairs)
+        self.pairs = pairs
         self.freq_ns = freq_ns
         self.window_ns = window_ns
         self.max_bars = max_bars
@@ -367,14 +245,13 @@ class OhlcView(FigureView):
         fig = self.widget
         if fig is None:
             return
-        since = _since(tick, self.window_ns)
+        since = window_start(tick.newest_ns, self.window_ns)
         with fig.batch_update():
             for trace, pair in zip(fig.data, self.pairs, strict=True):
                 t, r = tick.series.get(pair, (np.empty(0, np.int64), np.empty(0)))
-                bars = ohlc_arrays(*_windowed(t, r, since), self.freq_ns)
+                bars = ohlc_arrays(*windowed(t, r, since), self.freq_ns)
                 for key, values in bars.items():
                     trace[key] = values[-self.max_bars:]
-
 
 
 # --------------------------------------------------------------------------------------- public
@@ -396,25 +273,36 @@ def date_template() -> Any:
     return template
 
 
-def _figure(title: str, simulated: bool, height: int, yaxis_title: str) -> Any:
-    return go.FigureWidget(layout=dict(
+def _line_chart(source: Source, pairs: Any, window: Any, *, fps: Any, max_points: Any, height: Any, title: Any,
+                mode: Any, function: str, yaxis_title: str, transform: Transform | None) -> Any:
+    """Check every argument, then build, attach and return a line chart (what both line charts share)."""
+    chosen = _chart_pairs(pairs, function)
+    window_ns = span_ns(window, "window")
+    fps, mode = check_fps(fps), check_mode(mode)
+    max_points = check_max_points(max_points)
+    height, title = _whole(height, "height", _MIN_HEIGHT, "400"), _text(title, "title")
+    simulated = _simulated(source)
+    fig = go.FigureWidget(layout=dict(
         template=date_template(),
-        title=dict(text=title + (" — SIMULATED" if simulated else "")),
+        title=dict(text=simulated_title(title, simulated)),
         height=height,
         margin=dict(l=60, r=20, t=80, b=40),
         xaxis=dict(type="date", title="time (UTC)"),
         yaxis=dict(title=yaxis_title),
         uirevision=_UIREVISION,
         legend=dict(orientation="h", x=0.0, xanchor="left", y=1.0, yanchor="bottom"),
-        annotations=_badge(simulated),
+        annotations=simulated_annotations(simulated),
     ))
+    ChartView(fig, chosen, window_ns, fps, max_points, transform).attach(source, mode)
+    close_on_rerun(fig)
+    return fig
 
 
 def live_chart(
     source: Source,
     pairs: str | Iterable[str] | None = None,
+    window: Duration | None = None,
     *,
-    window: str | pd.Timedelta | None = None,
     fps: float = DEFAULT_FPS,
     max_points: int = MAX_POINTS,
     height: int = 400,
@@ -424,14 +312,17 @@ def live_chart(
     """Return a FigureWidget with one line per pair that updates by itself.
 
     Args:
-        source: The collector (``cr.stream(...)``) to draw.
-        pairs: Pairs to draw; ``None`` draws every pair in the window, adding and removing
-            traces as pairs come and go (after ``subscribe``/``unsubscribe``).
-        window: Time span shown, back from the newest row (e.g. ``"5min"``); ``None`` shows
-            the collector's whole rolling window.
+        source: The collector (``cr.stream(...)``) or replay to draw.
+        pairs: ``BASE/QUOTE`` pairs to draw; ``None`` draws every pair in the collector's
+            buffer, adding and removing traces as pairs come and go (after
+            ``subscribe``/``unsubscribe``).
+        window: The chart's visible span, back from the newest row: ``"5min"``, a
+            ``timedelta`` or a number of seconds. ``None`` shows everything the collector's
+            buffer holds. This is not the buffer's own window (``cr.stream(window=...)``, how
+            long rows are kept): the chart shows at most what the buffer still holds.
         fps: Redraws per second at most, whatever the message rate.
-        max_points: Points per trace per redraw at most; longer lines are decimated keeping
-            each bucket's minimum and maximum.
+        max_points: Points per trace per redraw at most (at least 4); longer lines are
+            decimated keeping each bucket's minimum and maximum.
         height: Figure height in pixels.
         title: Figure title (" — SIMULATED" is appended for simulated data).
         mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
@@ -439,49 +330,49 @@ def live_chart(
     Returns:
         A :class:`plotly.graph_objects.FigureWidget`. ``fig.close()`` stops its redraws.
 
+    Raises:
+        ConfigError: If any argument is invalid (checked before a figure is made).
+
     Example::
 
-        rates = cr.stream(["BTC/USD", "ETH/USD"])
-        cr.live_chart(rates, window="5min")
+        rates = cr.stream(["BTC/USD", "ETH/USD"], window="1h")   # the buffer keeps 1 h
+        cr.live_chart(rates, window="5min")                      # the chart shows the last 5 min
     """
-    simulated = _simulated(source)
-    fig = _figure(title, simulated, height, "rate")
-    view = ChartView(fig, _pair_list(pairs), parse_span(window), fps, max_points)
-    view.attach(source, mode)
-    close_on_rerun(fig)
-    return fig
+    return _line_chart(source, pairs, window, fps=fps, max_points=max_points, height=height, title=title, mode=mode,
+                       function="live_chart", yaxis_title="rate", transform=None)
 
 
 def performance_chart(
     source: Source,
     pairs: str | Iterable[str] | None = None,
+    window: Duration | None = None,
     *,
-    window: str | pd.Timedelta | None = None,
     fps: float = DEFAULT_FPS,
     max_points: int = MAX_POINTS,
     height: int = 400,
     title: str = "Performance (rebased to 100)",
     mode: Mode = "thread",
 ) -> Any:
-    """Return a FigureWidget with each pair rebased to 100 at the start of the window, updating by itself.
+    """Return a FigureWidget with each pair rebased to 100 at the start of the visible span, updating by itself.
 
     Pairs on very different price scales become comparable: each line is
-    ``100 * rate / first rate in the window``. Arguments as for :func:`live_chart`.
+    ``100 * rate / first rate in the window``. Arguments as for :func:`live_chart`; ``window``
+    is the chart's visible span (``None``: everything the collector's buffer holds), so the
+    base moves forward as the span slides.
+
+    Raises:
+        ConfigError: If any argument is invalid (checked before a figure is made).
     """
-    simulated = _simulated(source)
-    fig = _figure(title, simulated, height, "index (window start = 100)")
-    view = ChartView(fig, _pair_list(pairs), parse_span(window), fps, max_points, transform=_rebase)
-    view.attach(source, mode)
-    close_on_rerun(fig)
-    return fig
+    return _line_chart(source, pairs, window, fps=fps, max_points=max_points, height=height, title=title, mode=mode,
+                       function="performance_chart", yaxis_title="index (window start = 100)", transform=rebase)
 
 
 def ohlc_chart(
     source: Source,
-    freq: str = "1min",
     pairs: str | Iterable[str] | None = None,
+    window: Duration | None = None,
     *,
-    window: str | pd.Timedelta | None = None,
+    freq: Duration = "1min",
     fps: float = 1.0,
     max_bars: int = 500,
     height: int | None = None,
@@ -494,23 +385,35 @@ def ohlc_chart(
     The pairs are fixed when the chart is made.
 
     Args:
-        source: The collector to draw.
-        freq: Bucket length, e.g. ``"1s"``, ``"1min"``; buckets are aligned on the epoch.
-        pairs: Pairs to draw; ``None`` means the subscribed pairs (or, for a whole-stream
-            subscription, the pairs already in the frame).
-        window: Time span shown, back from the newest row; ``None`` for the whole frame.
+        source: The collector or replay to draw.
+        pairs: ``BASE/QUOTE`` pairs to draw; ``None`` means the subscribed pairs (or, for a
+            whole-stream subscription, the pairs already in the collector's buffer).
+        window: The chart's visible span, back from the newest row (``"30min"``, a
+            ``timedelta`` or seconds); ``None`` shows everything the collector's buffer holds
+            (``cr.stream(window=...)`` is how long the buffer keeps rows).
+        freq: Candle length, e.g. ``"1s"``, ``"1min"``; candles are aligned on the epoch.
         fps: Redraws per second at most (candles change slowly; 1 is plenty).
         max_bars: Newest candles kept per pair.
-        height: Figure height; by default 250 px per pair.
+        height: Figure height in pixels; by default 250 px per pair.
         title: Figure title; by default ``"OHLC <freq>"``.
         mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
 
     Raises:
-        ConfigError: If ``freq`` is not a positive time span or no pair can be chosen.
+        ConfigError: If any argument is invalid or no pair can be chosen (checked before a
+            figure is made).
+
+    Example::
+
+        cr.ohlc_chart(rates, ["BTC/USD"], "30min", freq="1min")
     """
-    freq_ns = parse_span(freq, "freq")
+    chosen = _chart_pairs(pairs, "ohlc_chart")
+    window_ns = span_ns(window, "window")
+    freq_ns = span_ns(freq, "freq", allow_none=False)
     assert freq_ns is not None
-    chosen = _pair_list(pairs)
+    fps, mode = check_fps(fps), check_mode(mode)
+    max_bars = _whole(max_bars, "max_bars", 1, "500")
+    height = None if height is None else _whole(height, "height", _MIN_HEIGHT, "480")
+    title = f"OHLC {span_label(freq)}" if title is None else _text(title, "title")
     if chosen is None:
         scope = getattr(source, "pairs", None)
         chosen = tuple(p for p in scope if "/" in p) if scope else tuple(source.frame.pairs)
@@ -523,17 +426,16 @@ def ohlc_chart(
         layout.add_trace(go.Candlestick(x=[], open=[], high=[], low=[], close=[], name=pair), row=row, col=1)
         layout.update_xaxes(type="date", rangeslider_visible=False, row=row, col=1)
     layout.update_layout(
-        title=dict(text=(title or f"OHLC {freq}") + (" — SIMULATED" if simulated else "")),
+        title=dict(text=simulated_title(title, simulated)),
         height=height or max(300, 250 * len(chosen)),
         margin=dict(l=60, r=20, t=70, b=40),
         showlegend=False,
         uirevision=_UIREVISION,
         template=date_template(),
     )
-    for badge in _badge(simulated):
+    for badge in simulated_annotations(simulated):
         layout.add_annotation(**badge)
     fig = go.FigureWidget(layout)
-    view = OhlcView(fig, chosen, freq_ns, parse_span(window), fps, max_bars)
-    view.attach(source, mode)
+    OhlcView(fig, chosen, freq_ns, window_ns, fps, max_bars).attach(source, mode)
     close_on_rerun(fig)
     return fig

@@ -1,14 +1,14 @@
-"""Throttled, coalesced redraws: the pure "is a redraw due?" rule and the refresher that applies it.
+"""The refresher: one thread per collector that redraws its live views, throttled and coalesced.
 
 Widgets are views: they own no data and no threads (STYLE §14). One :class:`Refresher` per
 collector pulls a snapshot of its rolling frame at most ``fps`` times a second, whatever the
 message rate, and hands the same :class:`Tick` to every live view; each view redraws only when
-its own :class:`Throttle` says so and the data changed since its last redraw. The refresher holds
-views weakly and its thread ends when the last view is closed or garbage collected.
+its own :class:`~coinrates_nb.ui.throttle.Throttle` says so and the data changed since its last
+redraw (:func:`~coinrates_nb.ui.throttle.data_version`). The refresher holds views weakly and its
+thread ends when the last view is closed or garbage collected.
 
-The decision is pure and separate from the clock: :class:`Throttle` takes ``now`` in and says
-yes or no, and :func:`downsample_minmax` bounds what one redraw sends (at most ``max_points``
-per trace, keeping each bucket's extremes so spikes survive).
+The decision is pure and lives apart from this thread: :mod:`coinrates_nb.ui.throttle` says
+whether a redraw is due, :mod:`coinrates_nb.ui.series` computes what it sends.
 
 Which thread redraws
 --------------------
@@ -49,38 +49,23 @@ import time
 import weakref
 from collections.abc import Callable, Hashable
 from functools import cached_property
-from typing import Any, Final, Literal, Protocol, cast
+from typing import Any, Final, Literal, Protocol, cast, get_args
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from ..exceptions import ConfigError
 from ..frame import RollingFrame
 from ..status import Status
+from .series import Series
+from .throttle import DEFAULT_FPS, Throttle, data_version
 
-__all__ = [
-    "DEFAULT_FPS",
-    "MAX_POINTS",
-    "Mode",
-    "Refresher",
-    "Source",
-    "Throttle",
-    "Tick",
-    "View",
-    "downsample_minmax",
-    "ns_to_ms",
-]
+__all__ = ["Mode", "Refresher", "Source", "Tick", "View", "check_mode"]
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["thread", "loop"]
 """Where redraws run: the refresher's own thread, or the kernel's event loop (see module docstring)."""
-
-DEFAULT_FPS: Final = 4.0
-"""Redraws per second a chart allows itself by default: smooth enough, cheap at any message rate."""
-
-MAX_POINTS: Final = 2_000
-"""Points per trace one redraw sends at most (~32 kB as two float64 buffers)."""
 
 MIN_WAIT: Final = 0.01
 """Shortest sleep between refresher wake-ups, in seconds."""
@@ -88,124 +73,17 @@ MIN_WAIT: Final = 0.01
 MAX_WAIT: Final = 1.0
 """Longest sleep between wake-ups, so closed views are noticed within a second."""
 
-Float64Array = npt.NDArray[np.float64]
-Int64Array = npt.NDArray[np.int64]
-Series = tuple[Int64Array, Float64Array]
-"""One pair's rows in time order: (time in int64 ns since the epoch, rate)."""
 
-
-# --------------------------------------------------------------------------------------- pure
-
-
-class Throttle:
-    """Decide when a view may redraw: at most ``fps`` times a second, and only when something changed.
-
-    Pure: the caller passes ``now`` (any monotonic clock, in seconds) and calls :meth:`mark`
-    after redrawing. Changes that arrive between two due instants coalesce into one redraw,
-    so the redraw rate never exceeds ``fps`` whatever the message rate.
-
-    Args:
-        fps: Redraws per second at most; must be positive.
+def check_mode(mode: Any) -> Mode:
+    """Return ``mode`` if it is ``"thread"`` or ``"loop"``.
 
     Raises:
-        ValueError: If ``fps`` is not a positive number.
+        ConfigError: If it is anything else.
     """
-
-    __slots__ = ("fps", "interval", "last")
-
-    def __init__(self, fps: float) -> None:
-        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0 or fps == float("inf"):
-            raise ValueError(f"fps must be a positive finite number, not {fps!r}")
-        self.fps = float(fps)
-        self.interval = 1.0 / self.fps
-        self.last: float | None = None
-
-    def due(self, now: float, changed: bool = True) -> bool:
-        """Return True if a redraw at ``now`` is allowed and useful.
-
-        Args:
-            now: The current time in seconds.
-            changed: Whether there is anything new to draw since the last redraw.
-        """
-        if not changed:
-            return False
-        return self.last is None or now - self.last >= self.interval
-
-    def wait(self, now: float) -> float:
-        """Seconds from ``now`` until a redraw would be allowed (0 if it already is)."""
-        if self.last is None:
-            return 0.0
-        return max(0.0, self.last + self.interval - now)
-
-    def mark(self, now: float) -> None:
-        """Record that a redraw happened at ``now``."""
-        self.last = now
-
-    def reset(self) -> None:
-        """Forget the last redraw, so the next change is drawn at once."""
-        self.last = None
-
-    def __repr__(self) -> str:
-        return f"<Throttle {self.fps:g} fps | last {self.last!r}>"
-
-
-def downsample_minmax(x: npt.ArrayLike, y: npt.ArrayLike, max_points: int = MAX_POINTS) -> tuple[Float64Array, Float64Array]:
-    """Reduce a line to at most ``max_points`` points, keeping each bucket's minimum and maximum.
-
-    The x span is cut into ``(max_points - 2) // 2`` equal-width buckets; from each non-empty
-    bucket the first point holding its minimum and the first holding its maximum are kept, in
-    their original order, plus the first and the last point of the line (so the newest rate is
-    always drawn). Equal-width buckets keep gaps in the data visible as gaps. Every returned
-    point is an input point, so nothing is invented; NaNs in ``y`` are ignored within a bucket.
-
-    Args:
-        x: Increasing x values (e.g. epoch milliseconds).
-        y: The y values, same length as ``x``.
-        max_points: Upper bound on the returned length; at least 4.
-
-    Returns:
-        ``(x, y)`` as float64 arrays; the inputs themselves (as float64) if already short enough.
-
-    Raises:
-        ValueError: If the lengths differ, the input is not 1-D, or ``max_points < 4``.
-    """
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray(y, dtype=np.float64)
-    if xs.ndim != 1 or ys.shape != xs.shape:
-        raise ValueError(f"x and y must be 1-D and of equal length, got {xs.shape} and {ys.shape}")
-    if max_points < 4:
-        raise ValueError(f"max_points must be at least 4, not {max_points}")
-    n = len(xs)
-    if n <= max_points:
-        return xs, ys
-    buckets = (max_points - 2) // 2
-    lo, hi = xs[0], xs[-1]
-    edges = lo + (hi - lo) * (np.arange(buckets, dtype=np.float64) / buckets)
-    starts = np.unique(np.searchsorted(xs, edges, side="left"))
-    starts = starts[starts < n]
-    counts = np.diff(np.append(starts, n))
-    keep = [np.array([0, n - 1])]
-    for reduce in (np.fmin, np.fmax):
-        extreme = reduce.reduceat(ys, starts)
-        hits = np.flatnonzero(ys == np.repeat(extreme, counts))
-        bucket = np.searchsorted(starts, hits, side="right") - 1
-        _, first = np.unique(bucket, return_index=True)
-        keep.append(hits[first])
-    idx = np.unique(np.concatenate(keep))
-    return xs[idx], ys[idx]
-
-
-def ns_to_ms(ns: npt.ArrayLike) -> Float64Array:
-    """Convert int64 epoch nanoseconds to float64 epoch milliseconds, what plotly.js reads on a date axis.
-
-    A ``datetime64[ns]`` array in a FigureWidget is sent as integer nanoseconds, which plotly.js
-    reads as milliseconds: dates land tens of thousands of years off (``NOTES.md``, "Plotly").
-    Float64 keeps ~0.25 µs resolution at today's epoch and is sent as a binary buffer.
-    """
-    array = np.asarray(ns)
-    if array.dtype.kind == "M":
-        array = array.astype("datetime64[ns]").view(np.int64)
-    return array.astype(np.float64) / 1e6
+    if not isinstance(mode, str) or mode not in get_args(Mode):
+        raise ConfigError(f"mode must be 'thread' (redraw from the refresher's thread, the default) or 'loop' "
+                          f"(on the kernel's event loop), not {mode!r}")
+    return cast(Mode, mode)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -219,12 +97,6 @@ class Source(Protocol):
 
     @property
     def status(self) -> Status: ...
-
-
-def data_version(source: Source) -> Hashable:
-    """Return a value that changes whenever the source's window changes (rows appended or cleared)."""
-    frame = source.frame
-    return (frame.appended, len(frame))
 
 
 class Tick:
@@ -431,11 +303,13 @@ class Refresher:
         mode: ``"thread"`` redraws on the refresher's thread; ``"loop"`` hands each tick to the
             event loop running where the refresher was created (see the module docstring).
         clock: Monotonic clock in seconds (injectable for tests).
+
+    Raises:
+        ConfigError: If ``mode`` is neither ``"thread"`` nor ``"loop"``.
     """
 
     def __init__(self, source: Source, mode: Mode = "thread", clock: Callable[[], float] = time.monotonic) -> None:
-        if mode not in ("thread", "loop"):
-            raise ValueError(f"mode must be 'thread' or 'loop', not {mode!r}")
+        mode = check_mode(mode)
         self.source = source
         self.clock = clock
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -535,7 +409,7 @@ class Refresher:
         views = self.views()
         if not views:
             return 0
-        version = data_version(self.source)
+        version = data_version(self.source.frame)
         tick: Tick | None = None
         drawn = 0
         for view in views:

@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from html import escape
 from typing import Any, Final, Literal
 
 import ipywidgets as w
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
-from .._types import split_pair
+from .._badge import pill_html, simulated_html
+from .._inputs import filter_items, span_ns
+from .._types import FilterItem, Pair
 from ..exceptions import ConfigError
 from ..status import Status
-from .plots import SIMULATED_BADGE, ChartView, WidgetView, close_on_rerun, live_chart, performance_chart
-from .refresh import DEFAULT_FPS, Mode, Source, Tick
+from ._lifecycle import WidgetView, close_on_rerun
+from .plots import ChartView, Duration, live_chart, performance_chart, span_label
+from .refresh import Mode, Source, Tick, check_mode
+from .throttle import DEFAULT_FPS, check_fps
 
 __all__ = ["Dashboard", "StatusView", "dashboard", "render_latest", "render_status", "status_bar"]
 
@@ -46,9 +50,7 @@ STATE_COLORS: Final[dict[str, str]] = {
 
 WINDOWS: Final[tuple[tuple[str, str | None], ...]] = (
     ("1 min", "1min"), ("5 min", "5min"), ("15 min", "15min"), ("1 h", "1h"), ("all", None))
-"""Choices of the dashboard's window-length picker: label and pandas span (``None``: whole frame)."""
-
-_PILL = "padding:1px 7px;border-radius:4px;font-weight:bold;color:white;margin-right:6px"
+"""Choices of the dashboard's window picker (the chart's visible span): label and span (``None``: the whole buffer)."""
 
 
 # --------------------------------------------------------------------------------------- pure HTML
@@ -57,9 +59,7 @@ _PILL = "padding:1px 7px;border-radius:4px;font-weight:bold;color:white;margin-r
 def render_status(status: Status) -> str:
     """Return the status bar's HTML for ``status``: state, SIMULATED badge, throughput, lag, reconnects."""
     color = STATE_COLORS.get(status.state, "#64748b")
-    parts = [f'<span class="coinrates-state" style="background:{color};{_PILL}">{escape(status.state)}</span>']
-    if status.simulated:
-        parts.append(f'<span class="coinrates-simulated" style="background:#b45309;{_PILL}">{SIMULATED_BADGE}</span>')
+    parts = [pill_html(status.state, color, "coinrates-state"), simulated_html(status.simulated)]
     lag = "n/a" if status.lag_ms is None else f"{status.lag_ms:,.0f} ms"
     n_pairs = "all" if status.scope is None else str(len(status.scope))
     facts = [
@@ -95,22 +95,6 @@ def render_latest(latest: pd.DataFrame) -> str:
     head = "<tr><th>pair</th><th>rate</th><th>time (UTC)</th><th>age</th></tr>"
     return (f'<table class="coinrates-latest" style="font-family:monospace;font-size:12px">'
             f'{head}{"".join(rows)}</table>')
-
-
-def _normalise_pairs(items: Iterable[str]) -> list[str]:
-    """Upper-case and validate ``BASE/QUOTE`` pairs (or asset ids) typed into the picker."""
-    out: list[str] = []
-    for item in items:
-        text = str(item).strip().upper()
-        if not text:
-            continue
-        if "/" in text:
-            try:
-                split_pair(text)
-            except ValueError as exc:
-                raise ConfigError(f"not a BASE/QUOTE pair: {item!r}") from exc
-        out.append(text)
-    return out
 
 
 # --------------------------------------------------------------------------------------- views
@@ -162,7 +146,11 @@ def status_bar(source: Source, *, fps: float = 2.0, mode: Mode = "thread") -> w.
         source: The collector to watch.
         fps: Re-renders per second (the text is only sent when it changes).
         mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
+
+    Raises:
+        ConfigError: If ``fps`` or ``mode`` is invalid (checked before a widget is made).
     """
+    fps, mode = check_fps(fps), check_mode(mode)
     bar = w.HTML(value=render_status(source.status))
     StatusView(bar, fps).attach(source, mode)
     close_on_rerun(bar)
@@ -173,32 +161,39 @@ ChartKind = Literal["rates", "performance"]
 CHARTS: Final[dict[str, Callable[..., Any]]] = {"rates": live_chart, "performance": performance_chart}
 
 
+def _window_choices(window: Duration | None) -> tuple[dict[str, Duration | None], str]:
+    """The window picker's options (label -> span) and the label of ``window``, added if it is not a preset."""
+    spans: dict[str, Duration | None] = dict(WINDOWS)
+    wanted = span_ns(window, "window")
+    initial = next((label for label, span in WINDOWS if span_ns(span) == wanted), None)
+    if initial is None:
+        assert window is not None  # None is the "all" preset
+        initial = span_label(window)
+        spans[initial] = window
+    return spans, initial
+
+
 class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """Status bar, controls, error line, live chart and latest-rates table for one collector.
 
     Made by :func:`dashboard`. Attributes are the parts: ``status_html``, ``picker``,
-    ``start_stop``, ``window``, ``error``, ``chart`` (a FigureWidget) and ``table``.
-    ``close()`` closes every part and stops their redraws.
+    ``start_stop``, ``window`` (the chart's visible span), ``error``, ``chart`` (a FigureWidget)
+    and ``table``. ``close()`` closes every part and stops their redraws.
     """
 
-    def __init__(self, source: Source, *, window: str | None, fps: float, mode: Mode,
+    def __init__(self, source: Source, *, window: Duration | None, fps: float, mode: Mode,
                  chart: ChartKind = "rates") -> None:
         self.source = source
         scope = getattr(source, "pairs", None)
+        self._spans, initial = _window_choices(window)
         self.status_html = w.HTML(value=render_status(source.status))
         self.picker = w.TagsInput(value=list(scope or ()), allow_duplicates=False,
-                                  layout=w.Layout(width="420px"), tooltip="pairs: BASE/QUOTE")
+                                  layout=w.Layout(width="420px"), tooltip="pairs: BASE/QUOTE, or an asset id")
         self.start_stop = w.Button(description="Stop", icon="stop", layout=w.Layout(width="90px"))
-        labels = [label for label, _ in WINDOWS]
-        initial = next((label for label, span in WINDOWS if span == window), None)
-        if initial is None:
-            labels.append(str(window))
-            initial = str(window)
-        self._spans = {label: span for label, span in WINDOWS} | {str(window): window}
-        self.window = w.Dropdown(options=labels, value=initial, description="window",
-                                 layout=w.Layout(width="180px"))
+        self.window = w.Dropdown(options=list(self._spans), value=initial, description="window",
+                                 tooltip="how far back the chart shows", layout=w.Layout(width="180px"))
         self.error = w.HTML(value="", layout=w.Layout(display="none"))
-        self.chart = CHARTS[chart](source, self._chart_pairs(), window=window, fps=fps, mode=mode)
+        self.chart = CHARTS[chart](source, self._chart_pairs(), window, fps=fps, mode=mode)
         self.table = w.HTML(value=render_latest(source.frame.latest()))
         controls = w.HBox([w.Label("pairs"), self.picker, self.start_stop, self.window])
         super().__init__([self.status_html, controls, self.error, self.chart, self.table])
@@ -240,24 +235,24 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     # -- callbacks (kernel thread) -------------------------------------------------------------
 
-    def _chart_pairs(self) -> list[str] | None:
+    def _chart_pairs(self) -> tuple[Pair, ...] | None:
         """Pairs the chart draws: the subscribed pairs, or all when the scope has asset ids or is everything."""
         scope = getattr(self.source, "pairs", None)
         if scope is None or not all("/" in item for item in scope):
             return None
-        return list(scope)
+        return tuple(scope)
 
     def _on_pairs(self, change: dict[str, Any]) -> None:
         if self._syncing:
             return
-        old = _normalise_pairs(change["old"] or ())
+        old: tuple[FilterItem, ...] = filter_items(change["old"] or (), "pairs")
         try:
-            new = _normalise_pairs(change["new"] or ())
+            new: tuple[FilterItem, ...] = filter_items(change["new"] or (), "pairs")
         except ConfigError:
-            self._set_picker(old)
+            self._set_picker(list(old))
             raise
-        if new != list(change["new"]):
-            self._set_picker(new)
+        if list(new) != list(change["new"]):
+            self._set_picker(list(new))
         added = [p for p in new if p not in old]
         removed = [p for p in old if p not in new]
         source: Any = self.source
@@ -266,11 +261,17 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if removed:
             source.unsubscribe(removed)
         self._last_scope = getattr(source, "pairs", None)
+        self._follow_scope()
+
+    def _follow_scope(self) -> None:
+        """Point the chart at the current subscription (when it changed) and redraw it at once."""
         view = self.chart._coinrates_view
         assert isinstance(view, ChartView)
-        with view.lock:
-            view.pairs = self._chart_pairs()
-        view.invalidate()
+        pairs = self._chart_pairs()
+        if view.pairs != pairs:
+            with view.lock:
+                view.pairs = pairs
+            view.invalidate()
 
     def sync_picker(self) -> None:
         """Show the subscription in the picker after code changed it (``rates.subscribe(...)``).
@@ -284,11 +285,7 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._last_scope = scope
         if scope is not None and list(scope) != list(self.picker.value):
             self._set_picker(list(scope))
-            view = self.chart._coinrates_view
-            if isinstance(view, ChartView) and view.pairs != self._chart_pairs():
-                with view.lock:
-                    view.pairs = self._chart_pairs()
-                view.invalidate()
+            self._follow_scope()
 
     def _set_picker(self, values: list[str]) -> None:
         self._syncing = True
@@ -322,27 +319,36 @@ class Dashboard(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 def dashboard(
     source: Source,
     *,
-    window: str | None = "5min",
+    window: Duration | None = "5min",
     fps: float = DEFAULT_FPS,
     mode: Mode = "thread",
     chart: ChartKind = "rates",
 ) -> Dashboard:
     """Return a live dashboard for ``source``: status, pair picker, start/stop, window, chart, table.
 
-    The pair picker subscribes and unsubscribes over the open connection; start/stop controls
-    the collector; the window picker sets how much of the rolling frame the chart shows.
+    The pair picker subscribes and unsubscribes over the open connection (entries follow the
+    package's pair rules: ``BASE/QUOTE`` or an asset id; a mistake like ``BTCUSD`` is refused
+    with the pair it probably meant); start/stop controls the collector; the window picker sets
+    the chart's visible span.
 
     Args:
         source: The collector (``cr.stream(...)``).
-        window: Initial chart window, e.g. ``"5min"``; ``None`` for the whole frame.
+        window: The chart's initial visible span, back from the newest row (``"5min"``, a
+            ``timedelta`` or seconds); ``None`` shows everything the collector's buffer holds.
+            Not the buffer's own window (``cr.stream(window=...)``, how long rows are kept).
         fps: Chart redraws per second at most.
         mode: ``"thread"`` or ``"loop"``; see :mod:`coinrates_nb.ui.refresh`.
         chart: ``"rates"`` (raw rates, one axis) or ``"performance"`` (each pair rebased to 100,
             so pairs of very different price levels stay readable on one axis).
+
+    Raises:
+        ConfigError: If any argument is invalid (checked before any widget is made).
     """
-    if chart not in CHARTS:  # checked before any widget exists, so nothing half-built is left to close
+    # Checked before any widget exists, so nothing half-built is left to close.
+    if not isinstance(chart, str) or chart not in CHARTS:
         raise ConfigError(f"chart must be one of {sorted(CHARTS)}, not {chart!r}")
+    span_ns(window, "window")
+    fps, mode = check_fps(fps), check_mode(mode)
     board = Dashboard(source, window=window, fps=fps, mode=mode, chart=chart)
     close_on_rerun(board)
     return board
-

@@ -1,4 +1,9 @@
-"""Simulator on loopback, driven by a plain websockets client: protocol, scenarios, lifecycle, CLI."""
+"""The simulator on loopback, driven by a plain websockets client: protocol, keys, handshake, lifecycle.
+
+Every server is started on 127.0.0.1, port 0, by a fixture (``simulator`` / ``make_simulator``)
+that also stops it. The client helpers here are shared with ``test_sim_scenarios`` and
+``test_sim_cli``; every wall-clock bound is scaled by ``tests.helpers.SLOW``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,8 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -23,11 +24,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from coinrates_nb.exceptions import ConfigError, MessageError
+import coinrates_nb
+from coinrates_nb.exceptions import ConfigError, MessageError, SimulatorError, TransportError
 from coinrates_nb.messages import (
     ErrorMessage,
     ExchangeRate,
-    Heartbeat,
     Hello,
     Reconnect,
     ServerMessage,
@@ -36,31 +37,24 @@ from coinrates_nb.messages import (
     parse_client,
     parse_server,
 )
-from coinrates_nb.sim.server import (
-    INVALID_KEY_MESSAGE,
-    OVERFLOW_MESSAGE,
-    ServerScope,
-    Simulator,
-    http_keys,
-    main,
-    redact,
-    routes_for,
-)
-from tests.helpers import wait_until
+from coinrates_nb.sim import INVALID_KEY_MESSAGE, SIMULATOR_HEADER, PriceModel, Simulator
+from tests.helpers import SLOW, wait_until
 
 MakeSim = Callable[..., Simulator]
-CRYPTO_USD = {f"{a}/USD" for a in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "DOT", "LINK", "AVAX", "USDT", "USDC")}
+ALL_USD = {f"{a}/USD" for a in PriceModel().assets if a != "USD"}  # 12 crypto (stablecoins included) + 7 fiat
 TIME_RE = re.compile(r'"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z"')
+TIMEOUT = 10.0 * SLOW
+"""Seconds any single wait on the wire may take."""
 
 
-# --------------------------------------------------------------------------- client helpers
+# --------------------------------------------------------------------------- client helpers (shared)
 
 
 @contextmanager
 def client(url: str, **options: Any) -> Iterator[ClientConnection]:
     """A plain websockets client (no proxy), closed afterwards."""
-    options.setdefault("open_timeout", 10)
-    options.setdefault("close_timeout", 2)
+    options.setdefault("open_timeout", TIMEOUT)
+    options.setdefault("close_timeout", 2 * SLOW)
     options.setdefault("max_queue", None)  # keep reading frames we never recv(), so closing is prompt
     with connect(url, proxy=None, **options) as ws:
         yield ws
@@ -77,14 +71,14 @@ def hello(ws: ClientConnection, items: list[str] | None, heartbeat: bool = False
     ws.send(json.dumps(body))
 
 
-def recv(ws: ClientConnection, timeout: float = 10.0) -> ServerMessage:
+def recv(ws: ClientConnection, timeout: float = TIMEOUT) -> ServerMessage:
     """Receive and parse one text frame."""
     raw = ws.recv(timeout=timeout)
     assert isinstance(raw, str)
     return parse_server(raw)
 
 
-def exrates(ws: ClientConnection, n: int, timeout: float = 20.0) -> list[ExchangeRate]:
+def exrates(ws: ClientConnection, n: int, timeout: float = 2 * TIMEOUT) -> list[ExchangeRate]:
     """Receive until ``n`` exrate messages arrived (other types are skipped)."""
     out: list[ExchangeRate] = []
     deadline = time.monotonic() + timeout
@@ -95,7 +89,7 @@ def exrates(ws: ClientConnection, n: int, timeout: float = 20.0) -> list[Exchang
     return out
 
 
-def until_closed(ws: ClientConnection, timeout: float = 20.0) -> tuple[list[str | bytes], ConnectionClosed]:
+def until_closed(ws: ClientConnection, timeout: float = 2 * TIMEOUT) -> tuple[list[str | bytes], ConnectionClosed]:
     """Receive every frame until the connection closes; return them and the closing exception."""
     frames: list[str | bytes] = []
     deadline = time.monotonic() + timeout
@@ -114,23 +108,42 @@ def pairs_after(ws: ClientConnection, t_mark: int, n: int) -> list[ExchangeRate]
     return out
 
 
+def one_tick(ws: ClientConnection) -> set[str]:
+    """The pairs of the first full tick: every tick sends each pair once, so read until one repeats."""
+    seen: list[str] = []
+    while (pair := exrates(ws, 1)[0].pair) not in seen:
+        seen.append(pair)
+    return set(seen)
+
+
+def entries(msgs: list[ExchangeRate]) -> list[tuple[str, int, float]]:
+    """Messages as ledger entries ``(pair, time_ns, rate)``."""
+    return [(m.pair, m.time_ns, m.rate) for m in msgs]
+
+
 def sim_threads() -> list[threading.Thread]:
+    """Live simulator threads (each simulator runs one)."""
     return [t for t in threading.enumerate() if t.name == "coinrates-simulator" and t.is_alive()]
+
+
+def _basic(key: str) -> str:
+    return "Basic " + base64.b64encode(f"coinapi:{key}".encode()).decode()
 
 
 # --------------------------------------------------------------------------- acceptance
 
 
 def test_acceptance_hello_btc_usd_streams_only_btc_usd(simulator: Simulator) -> None:
-    """hello with heartbeat and filter ["BTC/USD"] streams exrate messages for BTC/USD only."""
+    """hello with heartbeat and filter ["BTC/USD"] streams BTC/USD exrates only, exactly as the ledger records."""
     with client(simulator.url) as ws:
         ws.send('{"type":"hello","heartbeat":true,"subscribe_filter_asset_id":["BTC/USD"]}')
         messages = [recv(ws) for _ in range(15)]
     rates = [m for m in messages if isinstance(m, ExchangeRate)]
-    assert len(rates) >= 10
-    assert all(isinstance(m, (ExchangeRate, Heartbeat)) for m in messages)
+    assert len(rates) == 15  # 20 updates/s: never a second of silence, so no heartbeat
     assert {(m.base, m.quote, m.rate_type) for m in rates} == {("BTC", "USD", "BASE_ALL_CROSSES_TO_REF")}
     assert all(50_000 < m.rate < 200_000 for m in rates)
+    assert simulator.ledger[1][:15] == entries(rates)
+    assert simulator.hellos == [Hello(assets=("BTC/USD",), heartbeat=True)]
 
 
 def test_acceptance_heartbeat_between_throttled_updates(simulator: Simulator) -> None:
@@ -140,7 +153,7 @@ def test_acceptance_heartbeat_between_throttled_updates(simulator: Simulator) ->
                 '"subscribe_update_limit_ms_exrate":3000}')
         frames: list[str] = []
         while sum('"exrate"' in f for f in frames) < 2:
-            frame = ws.recv(timeout=10)
+            frame = ws.recv(timeout=TIMEOUT)
             assert isinstance(frame, str)
             frames.append(frame)
     kinds = ["exrate" if '"exrate"' in f else f for f in frames]
@@ -149,25 +162,25 @@ def test_acceptance_heartbeat_between_throttled_updates(simulator: Simulator) ->
     assert between and all(f == '{"type":"hearbeat"}' for f in between), kinds
     t1, t2 = (m.time_ns for m in map(parse_server, frames) if isinstance(m, ExchangeRate))
     assert t2 - t1 >= 3_000_000_000
+    assert simulator.heartbeats_sent >= len(between)
 
 
-# --------------------------------------------------------------------------- scope
+# --------------------------------------------------------------------------- scope over the wire
 
 
 def test_subscribe_adds_and_unsubscribe_removes(simulator: Simulator) -> None:
-    """subscribe adds ETH/USD to the stream; unsubscribe BTC/USD removes it; both are recorded."""
+    """subscribe adds ETH/USD to the stream; unsubscribe BTC/USD removes it; the server logs all three."""
     with client(simulator.url) as ws:
         hello(ws, ["BTC/USD"])
         assert {m.pair for m in exrates(ws, 3)} == {"BTC/USD"}
         ws.send('{"type":"subscribe","heartbeat":false,"subscribe_filter_asset_id":["ETH/USD"]}')
         wait_until(lambda: len(simulator.hellos) == 2)
-        t_mark = time.time_ns()
-        assert {m.pair for m in pairs_after(ws, t_mark, 8)} == {"BTC/USD", "ETH/USD"}
+        assert {m.pair for m in pairs_after(ws, time.time_ns(), 8)} == {"BTC/USD", "ETH/USD"}
         ws.send('{"type":"unsubscribe","heartbeat":false,"subscribe_filter_asset_id":["BTC/USD"]}')
         wait_until(lambda: len(simulator.hellos) == 3)
-        t_mark = time.time_ns()
-        assert {m.pair for m in pairs_after(ws, t_mark, 8)} == {"ETH/USD"}
+        assert {m.pair for m in pairs_after(ws, time.time_ns(), 8)} == {"ETH/USD"}
     assert [type(m) for m in simulator.hellos] == [Hello, Subscribe, Unsubscribe]
+    assert [m.assets for m in simulator.hellos] == [("BTC/USD",), ("ETH/USD",), ("BTC/USD",)]
 
 
 def test_hello_replaces_scope(simulator: Simulator) -> None:
@@ -185,15 +198,37 @@ def test_first_subscribe_opens_the_stream(simulator: Simulator) -> None:
     with client(simulator.url) as ws:
         ws.send('{"type":"subscribe","heartbeat":false,"subscribe_filter_asset_id":["LTC/USD"]}')
         assert {m.pair for m in exrates(ws, 3)} == {"LTC/USD"}
+    assert [type(m) for m in simulator.hellos] == [Subscribe]
 
 
-def test_unfiltered_hello_streams_every_crypto_vs_usd(simulator: Simulator) -> None:
-    """A hello without subscribe_filter_asset_id streams every crypto asset vs USD, no fiat."""
+def test_unfiltered_hello_streams_every_asset_vs_usd(simulator: Simulator) -> None:
+    """A hello without subscribe_filter_asset_id streams every known asset vs USD each tick, fiat included."""
     with client(simulator.url) as ws:
         hello(ws, None)
-        received = exrates(ws, 36)
-    assert {m.pair for m in received[:12]} == {m.pair for m in received} == CRYPTO_USD  # all of them every tick
-    assert {m.rate_type for m in received} == {"BASE_ALL_CROSSES_TO_REF"}
+        received = exrates(ws, 3 * len(ALL_USD))
+    assert {m.pair for m in received[:len(ALL_USD)]} == {m.pair for m in received} == ALL_USD  # all of them every tick
+    assert {m.rate_type for m in received} == {"BASE_ALL_CROSSES_TO_REF"} and "EUR/USD" in ALL_USD
+    assert simulator.ledger[1][:len(received)] == entries(received)
+
+
+def test_unfiltered_stream_delivers_every_pair_a_single_asset_filter_does(simulator: Simulator) -> None:
+    """The unfiltered stream's pairs are a superset of the union over every single-asset filter (EUR gives EUR/USD)."""
+    assets = list(simulator.model.assets)
+    with contextlib.ExitStack() as stack:
+        whole = stack.enter_context(client(simulator.url))
+        hello(whole, None)
+        single = {}
+        for asset in assets:
+            single[asset] = ws = stack.enter_context(client(simulator.url))
+            hello(ws, [asset])
+        unfiltered = one_tick(whole)
+        by_filter = {asset: one_tick(ws) for asset, ws in single.items()}
+    union = set().union(*by_filter.values())
+    assert union <= unfiltered == ALL_USD
+    assert by_filter["EUR"] == {"EUR/USD"} and by_filter["USD"] == ALL_USD and by_filter["BTC"] == {"BTC/USD"}
+    ledger = simulator.ledger
+    assert {p for p, _, _ in ledger[1]} == unfiltered  # the server's record agrees with what arrived
+    assert {p for cid in range(2, len(assets) + 2) for p, _, _ in ledger[cid]} == union
 
 
 def test_asset_filters_and_unknown_assets(simulator: Simulator) -> None:
@@ -202,6 +237,7 @@ def test_asset_filters_and_unknown_assets(simulator: Simulator) -> None:
         hello(ws, ["ETH", "XYZ", "BTC/XYZ", "sol"])
         assert {m.pair for m in exrates(ws, 10)} == {"ETH/USD", "SOL/USD"}
     assert simulator.errors_sent == 0
+    assert simulator.hellos == [Hello(assets=("ETH", "XYZ", "BTC/XYZ", "SOL"), heartbeat=False)]
 
 
 def test_cross_pair_is_composed_from_usd_legs(simulator: Simulator) -> None:
@@ -234,7 +270,7 @@ def test_throttle_respected_per_pair(simulator: Simulator) -> None:
     assert set(times) == {"BTC/USD", "ETH/USD"}
     gaps = [b - a for ts in times.values() for a, b in zip(ts, ts[1:], strict=False)]
     assert min(gaps) >= 250_000_000
-    assert max(gaps) < 1_000_000_000  # the throttle, not something slower, sets the pace
+    assert max(gaps) < 1_000_000_000 * SLOW  # the throttle, not something slower, sets the pace
 
 
 def test_times_have_seven_digits_and_increase_per_pair(simulator: Simulator) -> None:
@@ -243,7 +279,7 @@ def test_times_have_seven_digits_and_increase_per_pair(simulator: Simulator) -> 
         hello(ws, ["BTC", "ETH/USD", "EUR/USD"])
         frames: list[str] = []
         while len(frames) < 30:
-            frame = ws.recv(timeout=10)
+            frame = ws.recv(timeout=TIMEOUT)
             assert isinstance(frame, str)
             frames.append(frame)
     assert all(TIME_RE.search(f) for f in frames)
@@ -259,7 +295,7 @@ def test_ledger_matches_what_the_client_received(simulator: Simulator) -> None:
     """The ledger holds exactly the (pair, time, rate) the client parsed, in order."""
     with client(simulator.url) as ws:
         hello(ws, ["BTC/USD", "ETH/USD", "BTC/EUR"])
-        received = [(m.pair, m.time_ns, m.rate) for m in exrates(ws, 30)]
+        received = entries(exrates(ws, 30))
     (cid,) = simulator.ledger
     assert simulator.ledger[cid][:30] == received
     assert simulator.sent_total >= 30
@@ -275,6 +311,7 @@ def test_batch_sends_several_updates_per_wakeup(make_simulator: MakeSim) -> None
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert all(g > 0 for g in gaps)
     assert sorted(gaps)[len(gaps) // 2] == pytest.approx(5_000_000, abs=200)
+    assert sim.ledger[1][:40] == entries(received)
 
 
 # --------------------------------------------------------------------------- errors and keys
@@ -295,7 +332,7 @@ def test_invalid_first_message_gets_error_then_close(simulator: Simulator, first
     msg = parse_server(frames[0])
     assert isinstance(msg, ErrorMessage) and msg.message
     assert closed.rcvd is not None and closed.rcvd.code == 1008
-    assert simulator.sent_total == 0
+    assert simulator.sent_total == 0 and simulator.errors_sent == 1 and simulator.hellos == []
 
 
 def test_invalid_later_message_also_closes(simulator: Simulator) -> None:
@@ -306,6 +343,7 @@ def test_invalid_later_message_also_closes(simulator: Simulator) -> None:
         ws.send('{"type":"subscribe","subscribe_filter_asset_id":[""]}')
         frames, _ = until_closed(ws)
     assert isinstance(parse_server(frames[-1]), ErrorMessage)
+    assert len(simulator.hellos) == 1 and simulator.errors_sent == 1
 
 
 @pytest.mark.parametrize("how", ["wrong-header", "no-key", "wrong-body"])
@@ -319,11 +357,7 @@ def test_wrong_or_missing_key_gets_invalid_api_key_then_close(make_simulator: Ma
         frames, closed = until_closed(ws)
     assert [parse_server(f) for f in frames] == [ErrorMessage(INVALID_KEY_MESSAGE)]
     assert closed.rcvd is not None and closed.rcvd.code == 1008
-    assert sim.sent_total == 0
-
-
-def _basic(key: str) -> str:
-    return "Basic " + base64.b64encode(f"coinapi:{key}".encode()).decode()
+    assert sim.sent_total == 0 and sim.hellos == []
 
 
 @pytest.mark.parametrize("how", ["x-coinapi-key", "authorization", "basic", "query", "path", "body"])
@@ -337,7 +371,7 @@ def test_right_key_accepted_in_every_documented_form(make_simulator: MakeSim, ho
     with client(url, additional_headers=headers) as ws:
         hello(ws, ["BTC/USD"], apikey=key if how == "body" else None)
         assert {m.pair for m in exrates(ws, 3)} == {"BTC/USD"}
-    assert sim.errors_sent == 0
+    assert sim.errors_sent == 0 and len(sim.hellos) == 1
 
 
 def test_invalid_hello_never_echoes_its_body_key(simulator: Simulator) -> None:
@@ -359,9 +393,12 @@ def test_http401_mode_refuses_upgrade(make_simulator: MakeSim) -> None:
     with pytest.raises(InvalidStatus) as info, client(sim.url, additional_headers={"X-CoinAPI-Key": "nope"}):
         pass
     assert info.value.response.status_code == 401
+    assert info.value.response.headers[SIMULATOR_HEADER] == coinrates_nb.__version__  # the refusal says who, too
+    assert sim.total_connections == 0
     with client(sim.url, additional_headers={"X-CoinAPI-Key": "right-key"}) as ws:
         hello(ws, ["BTC/USD"])
         exrates(ws, 1)
+    assert sim.total_connections == 1
 
 
 def test_key_never_logged(make_simulator: MakeSim, caplog: pytest.LogCaptureFixture) -> None:
@@ -379,177 +416,25 @@ def test_key_never_logged(make_simulator: MakeSim, caplog: pytest.LogCaptureFixt
         with client(url, additional_headers=headers) as ws:
             with contextlib.suppress(ConnectionClosed):  # a wrong key may close before the hello
                 hello(ws, ["BTC/USD"], apikey=body)
-            ws.recv(timeout=10)
+            ws.recv(timeout=TIMEOUT)
     server_logs = [r.getMessage() for r in caplog.records if r.name.startswith(("coinrates_nb", "websockets.server"))]
     assert any("[secure]" in line for line in server_logs), "the handshake dump was not logged: test is void"
     assert not [line for line in server_logs if right in line or wrong in line]
     assert right not in repr(sim)
 
 
-# --------------------------------------------------------------------------- scenarios
+# --------------------------------------------------------------------------- the handshake names the simulator
 
 
-def test_drop_connections_aborts_without_close_frame(simulator: Simulator) -> None:
-    """drop_connections() aborts every client's TCP connection (no close frame) and counts them."""
-    with client(simulator.url) as a, client(simulator.url) as b:
-        for ws in (a, b):
-            hello(ws, ["BTC/USD"])
-            exrates(ws, 1)
-        assert simulator.drop_connections() == 2
-        for ws in (a, b):
-            _, closed = until_closed(ws)
-            assert closed.rcvd is None
-    wait_until(lambda: simulator.connections == 0)
-    assert simulator.drop_connections() == 0
-
-
-def test_drop_every_n_messages(simulator: Simulator) -> None:
-    """drop_every(5) aborts each connection right after its 5th exrate; None turns it off."""
-    simulator.drop_every(5)
-    for _ in range(2):
-        with client(simulator.url) as ws:
-            hello(ws, ["BTC/USD", "ETH/USD"])
-            frames, closed = until_closed(ws)
-        assert len([f for f in frames if '"exrate"' in str(f)]) == 5 and closed.rcvd is None
-    assert [len(v) for v in simulator.ledger.values()] == [5, 5]
-    simulator.drop_every(None)
+def test_handshake_names_the_simulator_and_its_version(simulator: Simulator) -> None:
+    """The HTTP 101 upgrade response carries X-Coinrates-Simulator: <coinrates_nb.__version__>."""
     with client(simulator.url) as ws:
-        hello(ws, ["BTC/USD"])
-        exrates(ws, 12)
-
-
-def test_send_error_then_close(simulator: Simulator) -> None:
-    """send_error() delivers {"type":"error"} to every client and then closes the connection."""
-    with client(simulator.url) as ws:
-        hello(ws, ["BTC/USD"])
-        exrates(ws, 1)
-        simulator.send_error("Something went wrong")
-        frames, closed = until_closed(ws)
-    assert parse_server(frames[-1]) == ErrorMessage("Something went wrong")
-    assert closed.rcvd is not None and closed.rcvd.code == 1008
-
-
-def test_request_reconnect_then_close_at_deadline(simulator: Simulator) -> None:
-    """request_reconnect sends a valid reconnect, keeps streaming, closes at before_time; new clients are served."""
-    with client(simulator.url) as old:
-        hello(old, ["BTC/USD"])
-        exrates(old, 1)
-        t_request = time.time_ns()
-        simulator.request_reconnect(within_seconds=1.0)
-        while not isinstance(msg := recv(old), Reconnect):
-            pass
-        assert msg.within_seconds == 1.0
-        assert t_request <= msg.before_time_ns <= t_request + 1_000_000_000 + 500_000_000
-        with client(simulator.url) as new:
-            hello(new, ["ETH/USD"])
-            frames, closed = until_closed(old)
-            t_closed = time.time_ns()
-            assert any('"exrate"' in str(f) for f in frames), "data stopped before the deadline"
-            assert t_closed >= msg.before_time_ns - 50_000_000
-            assert closed.rcvd is not None and closed.rcvd.code == 1001
-            assert {m.pair for m in exrates(new, 3)} == {"ETH/USD"}
-            wait_until(lambda: simulator.connections == 1, message="the old connection is still registered")
-
-
-def test_stall_sends_nothing_until_released(make_simulator: MakeSim) -> None:
-    """stall() keeps the socket open but sends no data, heartbeats or pings; stall(False) resumes."""
-    sim = make_simulator(rate_hz=20, heartbeat_after=0.1, ping_interval=0.1)
-    with client(sim.url, ping_interval=None) as ws:
-        hello(ws, ["BTC/USD"], heartbeat=True)
-        exrates(ws, 2)
-        sim.stall(True)
-        with pytest.raises(TimeoutError):  # drain what was in flight
-            for _ in range(1000):
-                ws.recv(timeout=0.5)
-        counts = (sim.sent_total, sim.heartbeats_sent, sim.pings_sent)
-        with pytest.raises(TimeoutError):
-            ws.recv(timeout=0.8)  # eight heartbeat periods and eight ping periods of silence
-        assert (sim.sent_total, sim.heartbeats_sent, sim.pings_sent) == counts
-        assert sim.connections == 1
-        sim.stall(False)
-        exrates(ws, 2)
-
-
-def test_pause_data_keeps_heartbeats(make_simulator: MakeSim) -> None:
-    """pause_data() stops exrate messages while heartbeats continue; pause_data(False) resumes."""
-    sim = make_simulator(rate_hz=20, heartbeat_after=0.1)
-    with client(sim.url) as ws:
-        hello(ws, ["BTC/USD"], heartbeat=True)
-        exrates(ws, 1)
-        sim.pause_data(True)
-        t_mark = time.time_ns()
-        heartbeats = 0
-        while heartbeats < 3:
-            msg = recv(ws)
-            if isinstance(msg, ExchangeRate):
-                assert msg.time_ns <= t_mark
-            else:
-                assert msg == Heartbeat("hearbeat")
-                heartbeats += 1
-        sim.pause_data(False)
-        pairs_after(ws, t_mark, 1)
-
-
-def test_inject_sends_raw_frames(simulator: Simulator) -> None:
-    """inject() sends a raw text frame and a raw binary frame to every client, verbatim."""
-    with client(simulator.url) as ws:
-        hello(ws, ["BTC/USD"], subscribe_update_limit_ms_exrate=60_000)
-        exrates(ws, 1)
-        simulator.inject("{not json")
-        simulator.inject(b"\x00\x01binary")
-        assert ws.recv(timeout=10) == "{not json"
-        assert ws.recv(timeout=10) == b"\x00\x01binary"
-
-
-def test_slow_consumer_gets_overflow_error_then_close(make_simulator: MakeSim) -> None:
-    """A client that stops reading fills the queue: the overflow error arrives after the data, then close (§5)."""
-    sim = make_simulator(rate_hz=200, max_buffered=100, send_buffer=4096)
-    with client(sim.url, compression=None, max_queue=4) as ws:
-        hello(ws, None)  # every crypto pair: 2,400 messages a second
-        wait_until(lambda: sim.overflows >= 1, timeout=30, message="the queue never overflowed")
-        frames, closed = until_closed(ws, timeout=30)
-    assert parse_server(frames[-1]) == ErrorMessage(OVERFLOW_MESSAGE)
-    assert closed.rcvd is not None and closed.rcvd.code == 1008
-    received = [m for m in map(parse_server, frames[:-1]) if isinstance(m, ExchangeRate)]
-    (ledger,) = sim.ledger.values()
-    assert [(m.pair, m.time_ns, m.rate) for m in received] == ledger  # the dropped queue was never sent
-
-
-def _raw_handshake(port: int) -> socket.socket:
-    """Open a WebSocket at the byte level; the returned socket never answers anything."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 101")
-    return sock
-
-
-def test_client_that_never_pongs_is_dropped(make_simulator: MakeSim) -> None:
-    """A client that does not answer the server's ping within ping_timeout is disconnected (§5)."""
-    sim = make_simulator(ping_interval=0.2, ping_timeout=0.3)
-    sock = _raw_handshake(sim.port)
-    try:
-        wait_until(lambda: sim.pong_timeouts == 1 and sim.connections == 0, timeout=10)
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-        assert data[:1] == b"\x89"  # the unanswered ping frame
-    finally:
-        sock.close()
-
-
-def test_client_that_pongs_stays_connected(make_simulator: MakeSim) -> None:
-    """Pings are sent every ping_interval and a client that answers them stays connected."""
-    sim = make_simulator(ping_interval=0.05, ping_timeout=2.0)
-    with client(sim.url, ping_interval=None) as ws:
-        hello(ws, ["BTC/USD"])
-        wait_until(lambda: sim.pings_sent >= 5, timeout=10)
-        exrates(ws, 1)
-    assert sim.pong_timeouts == 0
+        response = ws.response
+        assert response is not None and response.status_code == 101
+        assert response.headers[SIMULATOR_HEADER] == coinrates_nb.__version__
+        assert response.headers.get_all(SIMULATOR_HEADER) == [coinrates_nb.__version__]
+        assert f"coinrates_nb-simulator/{coinrates_nb.__version__}" in response.headers["Server"]
+    assert SIMULATOR_HEADER == "X-Coinrates-Simulator"
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -562,31 +447,89 @@ def test_binds_loopback_only(simulator: Simulator) -> None:
 
 
 def test_wait_for_clients(simulator: Simulator) -> None:
-    """wait_for_clients() returns once enough clients are connected and raises TimeoutError otherwise."""
-    with pytest.raises(TimeoutError):
+    """wait_for_clients() returns once enough clients are connected and raises SimulatorError otherwise."""
+    with pytest.raises(SimulatorError):
         simulator.wait_for_clients(1, timeout=0.05)
     with client(simulator.url):
-        simulator.wait_for_clients(1, timeout=10)
+        simulator.wait_for_clients(1, timeout=TIMEOUT)
         assert simulator.connections == 1 and simulator.total_connections == 1
 
 
-def test_stop_is_idempotent_and_leaves_no_thread() -> None:
+def test_stop_is_idempotent_and_leaves_no_thread(make_simulator: MakeSim) -> None:
     """start() twice and stop() twice are fine; no simulator thread survives and the port is closed."""
     before = len(sim_threads())
-    sim = Simulator(seed=1)
-    sim.start()
+    sim = make_simulator()
     assert sim.start() is sim and len(sim_threads()) == before + 1
     port = sim.port
+    sim.stop()
+    sim.stop()
+    assert len(sim_threads()) == before and not sim.running and sim.connections == 0 and sim.address is None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_stop_sends_reconnect_as_the_last_message_then_closes(make_simulator: MakeSim) -> None:
+    """stop(): the data stops, the last message is reconnect (int within_seconds, before_time = the close), then 1001."""
+    sim = make_simulator(rate_hz=50, heartbeat_after=0.05)
+    with client(sim.url) as ws:
+        hello(ws, ["BTC/USD", "ETH/USD"], heartbeat=True)
+        first = exrates(ws, 4)
+        t_stop = time.time_ns()
+        started = time.monotonic()
+        sim.stop()  # this client ignores the notice: it is closed after stop_grace
+        took = time.monotonic() - started
+        frames, closed = until_closed(ws)
+    assert frames, "nothing arrived between the stop and the close"
+    raw = frames[-1]
+    assert isinstance(raw, str) and json.loads(raw)["within_seconds"] == 0 and type(json.loads(raw)["within_seconds"]) is int
+    notice = parse_server(raw)
+    assert isinstance(notice, Reconnect)
+    grace_ns = round(sim.stop_grace * 1e9)
+    assert t_stop + grace_ns - 100 <= notice.before_time_ns <= t_stop + grace_ns + round(took * 1e9)
+    assert closed.rcvd is not None and closed.rcvd.code == 1001
+    assert sim.stop_grace <= took < sim.stop_grace + 2.0 * SLOW  # the grace, not within_seconds or a timeout
+    received = [m for m in map(parse_server, frames[:-1]) if isinstance(m, ExchangeRate)]
+    assert sim.ledger[1] == entries(first + received)  # every exrate sent before the notice was read, nothing after
+
+
+def test_stop_ends_early_once_clients_follow_the_notice(make_simulator: MakeSim) -> None:
+    """With a 5 s grace, stop() returns as soon as the client that got the notice leaves; new clients are refused."""
+    sim = make_simulator(rate_hz=20, stop_grace=5.0)
+    url = sim.url
+    done = threading.Event()
+    stopper = threading.Thread(target=lambda: (sim.stop(), done.set()), name="test-stopper")
+    with client(url) as ws:
+        hello(ws, ["BTC/USD"])
+        exrates(ws, 1)
+        t_stop = time.time_ns()
+        stopper.start()
+        while not isinstance(msg := recv(ws), Reconnect):
+            pass
+        assert msg.within_seconds == 5
+        assert t_stop + 5_000_000_000 - 100 <= msg.before_time_ns <= time.time_ns() + 5_000_000_000
+        with pytest.raises((ConnectionRefusedError, InvalidStatus)), client(url, open_timeout=2 * SLOW):
+            pass  # a stopping server takes no new connection: the client must go elsewhere (§4.2)
+        left = time.monotonic()
+    assert done.wait(2.0 * SLOW), "stop() waited for the whole grace although the client had left"
+    assert time.monotonic() - left < 2.0 * SLOW
+    stopper.join(TIMEOUT)
+    assert sim.total_connections == 1 and not sim.running
+
+
+def test_stop_with_no_grace_still_sends_the_notice(make_simulator: MakeSim) -> None:
+    """stop_grace=0 announces within_seconds 0 and before_time = now, and the notice still precedes the close."""
+    sim = make_simulator(rate_hz=20, stop_grace=0)
     with client(sim.url) as ws:
         hello(ws, ["BTC/USD"])
         exrates(ws, 1)
+        t_stop = time.time_ns()
         sim.stop()
-        _, closed = until_closed(ws)
-        assert closed.rcvd is not None and closed.rcvd.code == 1001
-    sim.stop()
-    assert len(sim_threads()) == before and not sim.running and sim.connections == 0
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        t_done = time.time_ns()
+        frames, closed = until_closed(ws)
+    notice = parse_server(frames[-1])
+    assert isinstance(notice, Reconnect) and notice.within_seconds == 0
+    assert t_stop - 100 <= notice.before_time_ns <= t_done
+    assert closed.rcvd is not None and closed.rcvd.code == 1001
 
 
 def test_restart_reuses_port(make_simulator: MakeSim) -> None:
@@ -599,25 +542,14 @@ def test_restart_reuses_port(make_simulator: MakeSim) -> None:
     with client(url) as ws:
         hello(ws, ["BTC/USD"])
         exrates(ws, 1)
-
-
-def test_scenarios_are_harmless_when_stopped() -> None:
-    """Scenario calls on a stopped simulator do nothing (no clients) or just set the mode."""
-    sim = Simulator()
-    assert sim.drop_connections() == 0
-    sim.send_error("x")
-    sim.request_reconnect(0.1)
-    sim.inject("x")
-    sim.stall(True)
-    assert "stalled" in repr(sim)
-    sim.stall(False)
-    with pytest.raises(RuntimeError, match="start"):
-        _ = sim.url
+        assert ws.response is not None and ws.response.headers[SIMULATOR_HEADER] == coinrates_nb.__version__
+    assert list(sim.ledger) == [1]
 
 
 @pytest.mark.parametrize("options", [
     {"rate_hz": 0}, {"rate_hz": float("nan")}, {"batch": 0}, {"max_buffered": 0}, {"heartbeat_after": -1},
     {"ping_interval": 0}, {"port": 70_000}, {"api_key": " "}, {"auth_failure": "teapot"}, {"cross_interval": -1},
+    {"stop_grace": -0.1}, {"stop_grace": float("inf")}, {"stop_grace": True},
 ])
 def test_bad_options_rejected(options: dict[str, Any]) -> None:
     """Invalid constructor options raise ConfigError naming the option."""
@@ -625,98 +557,9 @@ def test_bad_options_rejected(options: dict[str, Any]) -> None:
         Simulator(**options)
 
 
-def test_port_in_use_is_a_transport_error(simulator: Simulator) -> None:
+def test_port_in_use_is_a_transport_error(simulator: Simulator, make_simulator: MakeSim) -> None:
     """start() on a busy port raises TransportError and leaves no thread behind."""
-    from coinrates_nb.exceptions import TransportError
-
     before = len(sim_threads())
     with pytest.raises(TransportError, match="could not listen"):
-        Simulator(port=simulator.port).start()
+        make_simulator(port=simulator.port)
     assert len(sim_threads()) == before
-
-
-# --------------------------------------------------------------------------- pure parts
-
-
-def test_scope_algebra_and_routes() -> None:
-    """ServerScope: hello replaces, subscribe adds, unsubscribe removes exactly; routes follow §3.3/§4.1."""
-    known = ["BTC", "ETH", "EUR", "USDT", "USD"]
-    crypto = ["BTC", "ETH", "USDT"]
-
-    def pairs(scope: ServerScope) -> list[tuple[str, str]]:
-        return [(r.pair, r.rate_type) for r in routes_for(scope, known, crypto)]
-
-    scope = ServerScope()
-    assert pairs(scope) == []
-    scope.apply(Hello(assets=None, heartbeat=True))
-    assert [p for p, _ in pairs(scope)] == ["BTC/USD", "ETH/USD", "USDT/USD"] and scope.heartbeat
-    scope.apply(Hello(assets=("btc", "EUR", "XYZ", "ETH/XYZ", "BTC/BTC"), heartbeat=False, update_limit_ms=100))
-    assert pairs(scope) == [("BTC/USD", "BASE_ALL_CROSSES_TO_REF"), ("EUR/USD", "BASE_ALL_CROSSES_TO_REF")]
-    scope.apply(Subscribe(assets=("ETH/EUR", "USD/EUR"), heartbeat=True, update_limit_ms=None))
-    assert pairs(scope)[2:] == [("ETH/EUR", "BASE_AND_QUOTE_TO_REF"), ("USD/EUR", "BASE_AND_QUOTE_TO_REF")]
-    assert scope.heartbeat is False and scope.update_limit_ms == 100  # subscribe keeps both
-    scope.apply(Unsubscribe(assets=("BTC", "ETH/EUR")))
-    assert [p for p, _ in pairs(scope)] == ["EUR/USD", "USD/EUR"]
-    scope.apply(Hello(assets=("USD",)))
-    assert [p for p, _ in pairs(scope)] == ["BTC/USD", "ETH/USD", "USDT/USD"]
-
-
-def test_http_keys_reads_every_documented_form() -> None:
-    """http_keys finds the key in X-CoinAPI-Key, Authorization (raw/Basic), query and path; ignores Bearer."""
-    assert http_keys("/", {"X-CoinAPI-Key": "k1"}) == ["k1"]
-    assert http_keys("/", {"Authorization": "k2"}) == ["k2"]
-    assert http_keys("/", {"Authorization": _basic("k3")}) == ["k3"]
-    assert http_keys("/", {"Authorization": "Bearer eyJhbGciOi"}) == []
-    assert http_keys("/", {"Authorization": "Basic !!!notbase64"}) == []
-    assert http_keys("/?apikey=k4&x=1", {}) == ["k4"]
-    assert http_keys("/APIKEY-k5", {}) == ["k5"]
-    assert http_keys("/", {}) == []
-
-
-def test_redact_hides_keys_in_every_form() -> None:
-    """redact() replaces header values, query and path keys and JSON apikey fields with [secure]."""
-    text = redact('< X-CoinAPI-Key: s1\n< Authorization: Basic s2\nGET /APIKEY-s3?apikey=s4 {"apikey": "s5"}')
-    assert not any(f"s{i}" in text for i in range(1, 6)) and text.count("[secure]") == 5
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def test_main_requires_key_in_environment() -> None:
-    """--api-key-required without COINAPI_KEY exits with a usage error."""
-    with pytest.raises(SystemExit) as info:
-        main(["--port", "0", "--api-key-required"])
-    assert info.value.code == 2
-
-
-def test_main_runs_for_duration() -> None:
-    """main() with --duration serves and returns 0 when the time is up."""
-    before = len(sim_threads())
-    assert main(["--port", "0", "--duration", "0.2", "--log-level", "WARNING"]) == 0
-    assert len(sim_threads()) == before
-
-
-def test_cli_serves_until_ctrl_c() -> None:
-    """python -m coinrates_nb.sim serves clients and exits 0 on Ctrl-C (SIGINT)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coinrates_nb.sim", "--port", "0", "--seed", "3", "--rate-hz", "20"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stderr is not None
-        url = None
-        for line in proc.stderr:
-            found = re.search(r"listening on (ws://\S+/)", line)
-            if found:
-                url = found.group(1)
-                break
-        assert url is not None and url.startswith("ws://127.0.0.1:")
-        with client(url) as ws:
-            hello(ws, ["BTC/USD"])
-            assert exrates(ws, 1)[0].pair == "BTC/USD"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
