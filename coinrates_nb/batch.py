@@ -19,7 +19,11 @@ from ._types import AssetId, Pair
 if TYPE_CHECKING:
     from .messages import ExchangeRate
 
-__all__ = ["RateBatch", "RateKey"]
+__all__ = ["HEALED", "HISTORY", "ORIGINS", "STREAM", "RateBatch", "RateKey"]
+
+ORIGINS: tuple[str, ...] = ("stream", "history", "healed")
+"""Where rows come from, by code: the live stream, REST history backfill, a gap healed from REST."""
+STREAM, HISTORY, HEALED = 0, 1, 2
 
 RateKey = tuple[AssetId, AssetId, str]
 """``(base, quote, rate_type)``: what a batch factorises its rows by."""
@@ -40,6 +44,8 @@ class RateBatch:
     code: npt.NDArray[np.intp]
     time_ns: npt.NDArray[np.int64]
     rate: npt.NDArray[np.float64]
+    origin: int = STREAM
+    """Where every row of the batch came from: an index into :data:`ORIGINS`."""
 
     @classmethod
     def empty(cls) -> RateBatch:
@@ -58,11 +64,11 @@ class RateBatch:
 
     def take(self, keep: npt.NDArray[Any] | slice) -> RateBatch:
         """The rows ``keep`` selects (a boolean mask, indices or a slice), in order."""
-        return RateBatch(self.keys, self.code[keep], self.time_ns[keep], self.rate[keep])
+        return RateBatch(self.keys, self.code[keep], self.time_ns[keep], self.rate[keep], self.origin)
 
     def head(self, n: int) -> RateBatch:
         """The first ``n`` rows."""
-        return RateBatch(self.keys, self.code[:n], self.time_ns[:n], self.rate[:n])
+        return RateBatch(self.keys, self.code[:n], self.time_ns[:n], self.rate[:n], self.origin)
 
     def pairs(self) -> tuple[list[Pair], npt.NDArray[np.intp]]:
         """Distinct ``BASE/QUOTE`` pairs of the keys (first-seen order), and each row's index in them."""

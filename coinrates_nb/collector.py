@@ -130,6 +130,12 @@ class Collector(BackgroundThread):
             self._thread.start()
         self._ready.wait(timeout=10.0)
         logger.info("collector started: %s, %s", self.settings.source, self._describe_url())
+        s = self.settings
+        if s.api_key is not None and not s.simulated and self.protocol.scope.items is None and not s.update_limit_ms:
+            logger.warning(
+                "streaming EVERY pair unthrottled: CoinAPI bills each rate delivered; one pair updating about "
+                "once a second is ~86,400 rates a day, and the unfiltered stream carries thousands of pairs "
+                "(millions of rates a day). Pass pairs=[...] and/or update_limit_ms= to control the cost.")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -185,14 +191,14 @@ class Collector(BackgroundThread):
 
     def _thread_main(self) -> None:
         """Thread body: own a fresh loop, run the session, never die silently."""
-        from .client import Session
+        session_class = _session_class(self._active_settings.url)
 
         loop = asyncio.new_event_loop()
         self._loop = loop
         settings = self._active_settings
         try:
             asyncio.set_event_loop(loop)
-            self._session = Session(settings, self.protocol, self._on_rates, self.telemetry, self._on_disconnect)
+            self._session = session_class(settings, self.protocol, self._on_rates, self.telemetry, self._on_disconnect)
             self._ready.set()
             loop.run_until_complete(self._session.run())
         except Exception as exc:  # noqa: BLE001 - top of the thread
@@ -226,6 +232,7 @@ class Collector(BackgroundThread):
 
     def _store(self, rates: RateBatch, received_ns: int) -> None:
         self.frame.extend(rates, received_ns)
+        self.telemetry.count_rates(len(rates), received_ns)
         with self._state_lock:
             self._track(rates)
         for listener in self._listeners:
@@ -330,6 +337,14 @@ class Collector(BackgroundThread):
         self._call(lambda: self.protocol.set_scope(items))
         return self
 
+    def _in_scope(self, pair: str) -> bool:
+        """True if ``pair`` is subscribed now: the pair itself, one of its assets, or the whole stream."""
+        items = self.protocol.scope.items
+        if items is None:
+            return True
+        base, _, quote = pair.partition("/")
+        return pair in items or base in items or quote in items
+
     def _mark_subscribed(self, items: str | Iterable[str]) -> None:
         """Remember when pairs joined the scope, so ``status.silent_pairs`` counts from then (validates ``items``)."""
         now = time.monotonic()
@@ -390,7 +405,9 @@ class Collector(BackgroundThread):
         with self._state_lock:  # the loop thread inserts into these while we read
             last_seen = dict(self._last_seen)
             subscribed_at = dict(self._subscribed_at)
-        stale = tuple(sorted(pair for pair, last in last_seen.items() if now - last > stale_after_ns))
+        in_scope = self._in_scope
+        stale = tuple(sorted(pair for pair, last in last_seen.items()
+                             if now - last > stale_after_ns and in_scope(pair)))
         state: State = t.state
         if state == "idle" and not self.running and self._thread is None and t.connections:
             state = "stopped"
@@ -426,6 +443,7 @@ class Collector(BackgroundThread):
             silent_pairs=silent,
             internal_errors=t.internal_errors,
             recorders=tuple(r.status for r in list(self._recorders)),
+            rates_today=t.rates_by_day.get(now // 86_400_000_000_000, 0),
         )
 
     def wait(self, timeout: float = 30.0, rows: int = 1, pairs: Iterable[str] | None = None) -> Collector:
@@ -473,6 +491,21 @@ class Collector(BackgroundThread):
         s = self.status
         notes = "".join(f'<div style="color:#b45309">{escape(n)}</div>' for n in s.no_data_notes())
         return f"<div>{simulated_html(s.simulated)}<code>{escape(repr(self))}</code>{notes}</div>"
+
+
+def _session_class(url: str | None) -> Any:
+    """The I/O session for ``url``: CoinAPI's WebSocket (``ws(s)://``), or a hub over NATS (``nats://``, ``tls://``).
+
+    Both take the same arguments and feed the same data path (``ClientProtocol.receive`` ->
+    ``Collector._on_rates``), so a consumer of the hub is the same collector.
+    """
+    if url is not None and url.split("://", 1)[0].lower() in ("nats", "tls"):
+        from .hub.consumer import NatsSession  # type: ignore[import-not-found, unused-ignore]  # lazy: nats-py
+
+        return NatsSession
+    from .client import Session
+
+    return Session
 
 
 def _registry_key(pairs: Any, settings: Settings, window: Any, max_rows: Any) -> Hashable:

@@ -11,7 +11,7 @@ The module is pure: no I/O, no threads, no clock reads. Callers pass every time 
 nanoseconds since the epoch (UTC), which keeps the feed's 100 ns precision end to end.
 
 Storage per row: time ``int64`` + pair code ``int16`` + rate ``float64`` + rate-type code
-``int8`` + received ``int64`` = 27 bytes. Pairs and rate types are stored as codes into
+``int8`` + received ``int64`` + origin ``int8`` = 28 bytes. Pairs and rate types are stored as codes into
 append-only tables, so snapshots build their categoricals with
 :meth:`pandas.Categorical.from_codes` and do no per-row string work.
 
@@ -46,7 +46,7 @@ from pandas.tseries.frequencies import to_offset  # type: ignore[import-untyped,
 from . import analysis
 from ._inputs import span_ns
 from ._types import RATE_TYPES, Pair, TimeNs, split_pair
-from .batch import RateBatch
+from .batch import ORIGINS, RateBatch
 from .exceptions import ConfigError, StoreError
 
 __all__ = ["RollingFrame"]
@@ -71,6 +71,8 @@ MAX_RATE_TYPES: Final = int(np.iinfo(np.int8).max) + 1
 
 
 _UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
+_ORIGIN_DTYPE: Final = pd.CategoricalDtype(list(ORIGINS))
+"""Where each row came from: ``stream`` (the live feed), ``history`` (REST backfill), ``healed`` (a gap filled)."""
 _SCALAR_ROWS: Final = 8
 """Batches up to this many rows (with one receive time) are written row by row (``benchmarks/bench_parse.py``)."""
 _SCALAR_EVICTIONS: Final = 16
@@ -102,6 +104,7 @@ class _Raw(NamedTuple):
     rate: Float64Array
     rate_type: Int8Array
     received: Int64Array
+    origin: Int8Array
     tables: _Tables
 
 
@@ -177,6 +180,7 @@ class RollingFrame:
         self._rate: Float64Array = np.zeros(capacity, dtype=np.float64)
         self._rate_type: Int8Array = np.zeros(capacity, dtype=np.int8)
         self._received: Int64Array = np.zeros(capacity, dtype=np.int64)
+        self._origin: Int8Array = np.zeros(capacity, dtype=np.int8)
         self._bind_views()
         self._capacity = capacity
         self._start = 0  # ring index of the oldest live row
@@ -219,7 +223,7 @@ class RollingFrame:
             for code, time_ns, rate in zip(rates.code.tolist(), rates.time_ns.tolist(), rates.rate.tolist(),
                                            strict=True):
                 base, quote, rate_type = keys[code]
-                self._write_one(f"{base}/{quote}", rate_type, time_ns, rate, received_ns)
+                self._write_one(f"{base}/{quote}", rate_type, time_ns, rate, received_ns, rates.origin)
             return
         received = np.asarray(received_ns, dtype=np.int64)
         if received.ndim == 0:
@@ -231,9 +235,11 @@ class RollingFrame:
         codes = self._codes(pair_names, self._pair_code, self._register_pair).astype(np.int16)[pair_codes]
         types = self._codes(type_names, self._rate_type_code, self._register_rate_type).astype(np.int8)[type_codes]
         with self._lock:
-            self._write_batch(rates.time_ns, codes, rates.rate, types, received)
+            self._write_batch(rates.time_ns, codes, rates.rate, types, received,
+                              np.full(n, rates.origin, np.int8))
 
-    def _write_one(self, pair: Pair, rate_type: str, time_ns: TimeNs, rate: float, received_ns: TimeNs) -> None:
+    def _write_one(self, pair: Pair, rate_type: str, time_ns: TimeNs, rate: float, received_ns: TimeNs,
+                   origin: int = 0) -> None:
         """The scalar path of :meth:`extend` for a few rows, one at a time: ~1 µs a row instead of ~30 µs of NumPy calls."""
         lock = self._lock
         lock.acquire()  # not `with`: the context manager costs ~2x on this hot path
@@ -268,6 +274,7 @@ class RollingFrame:
             self._rate_view[pos] = rate
             self._rate_type_view[pos] = type_code
             self._received_view[pos] = received_ns
+            self._origin_view[pos] = origin
             self._count = count + 1
             self._appended += 1
             self._live[code] += 1
@@ -310,7 +317,7 @@ class RollingFrame:
             keep = recent if keep is None else keep & recent
         if keep is not None:
             raw = _Raw(raw.time[keep], raw.code[keep], raw.rate[keep], raw.rate_type[keep], raw.received[keep],
-                       raw.tables)
+                       raw.origin[keep], raw.tables)
         return self._build(raw)
 
     def latest(self, now_ns: TimeNs | None = None) -> pd.DataFrame:
@@ -408,7 +415,7 @@ class RollingFrame:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the preallocated columns: 27 per row of capacity."""
+        """Bytes held by the preallocated columns: 28 per row of capacity."""
         return sum(column.nbytes for column in self._columns())
 
     def __repr__(self) -> str:
@@ -424,7 +431,7 @@ class RollingFrame:
 
     def _columns(self) -> tuple[npt.NDArray[Any], ...]:
         """Return the five ring columns, in storage order."""
-        return self._time, self._code, self._rate, self._rate_type, self._received
+        return self._time, self._code, self._rate, self._rate_type, self._received, self._origin
 
     def _bind_views(self) -> None:
         """Point the scalar-access memoryviews at the current columns (same buffers, no copy)."""
@@ -434,6 +441,7 @@ class RollingFrame:
         self._rate_view: Any = self._rate.data
         self._rate_type_view = self._rate_type.data
         self._received_view = self._received.data
+        self._origin_view = self._origin.data
 
     @property
     def _tables(self) -> _Tables:
@@ -569,6 +577,7 @@ class RollingFrame:
         self._rate = _regrow(self._rate, start, count, capacity)
         self._rate_type = _regrow(self._rate_type, start, count, capacity)
         self._received = _regrow(self._received, start, count, capacity)
+        self._origin = _regrow(self._origin, start, count, capacity)
         self._bind_views()
         self._last = [(slot - start) % old for slot in self._last]
         self._start = 0
@@ -576,7 +585,7 @@ class RollingFrame:
         logger.debug("frame: ring grew from %d to %d rows", old, capacity)
 
     def _write_batch(self, times: Int64Array, codes: Int16Array, rates: Float64Array, type_codes: Int8Array,
-                     received: Int64Array) -> None:
+                     received: Int64Array, origins: Int8Array) -> None:
         """Write a batch at the tail with the same result as appending row by row (lock held)."""
         n = len(times)
         batch_newest = int(times.max())
@@ -593,14 +602,14 @@ class RollingFrame:
             self._start = 0
             self._appended += skip
             self._evicted += skip
-            times, codes, rates, type_codes, received = (
-                times[skip:], codes[skip:], rates[skip:], type_codes[skip:], received[skip:])
+            times, codes, rates, type_codes, received, origins = (
+                times[skip:], codes[skip:], rates[skip:], type_codes[skip:], received[skip:], origins[skip:])
             n = self._capacity
         elif self._count + n > self._capacity:
             self._drop_head(self._count + n - self._capacity)
         pos = (self._start + self._count) % self._capacity
         first = min(n, self._capacity - pos)
-        batch: tuple[npt.NDArray[Any], ...] = (times, codes, rates, type_codes, received)
+        batch: tuple[npt.NDArray[Any], ...] = (times, codes, rates, type_codes, received, origins)
         for column, values in zip(self._columns(), batch, strict=True):
             column[pos:pos + first] = values[:first]
             column[: n - first] = values[first:]
@@ -621,9 +630,9 @@ class RollingFrame:
         """Copy the live window's raw columns under the lock: the only work done while holding it."""
         with self._lock:
             start, count = self._start, self._count
-            time, code, rate, rate_type, received = (_ring_copy(c, start, count) for c in self._columns())
+            time, code, rate, rate_type, received, origin = (_ring_copy(c, start, count) for c in self._columns())
             tables = self._tables
-        return _Raw(time, code, rate, rate_type, received, tables)
+        return _Raw(time, code, rate, rate_type, received, origin, tables)
 
     @staticmethod
     def _build(raw: _Raw) -> pd.DataFrame:
@@ -638,6 +647,7 @@ class RollingFrame:
                 "rate": raw.rate,
                 "rate_type": pd.Categorical.from_codes(raw.rate_type, dtype=tables.rate_type_dtype, validate=False),
                 "received_at": _utc(raw.received).array,
+                "origin": pd.Categorical.from_codes(raw.origin, dtype=_ORIGIN_DTYPE, validate=False),
             },
             index=_utc(raw.time, "time"),
             copy=False,

@@ -52,6 +52,8 @@ class Status:
     """Errors of our own code on the data path, caught at the collector boundary (see ``last_error``)."""
     replay: bool = False
     """True for a Replay: recorded data played back (``source`` says where it came from)."""
+    rates_today: int = 0
+    """Rates received over the WebSocket since 00:00 UTC: what CoinAPI bills (per rate delivered)."""
     recorders: tuple[Any, ...] = ()
     """The status of each recorder attached with ``record()`` (``coinrates_nb.store.RecorderStatus``)."""
 
@@ -102,6 +104,13 @@ class Telemetry:
     """True once the server identified itself as coinrates_nb's simulator in the handshake."""
     internal_errors: int = 0
     """Errors of our own code on the data path (the frame, a sink) caught at the collector boundary."""
+    rates_by_day: dict[int, int] = field(default_factory=dict)
+    """Rates stored per UTC day (days since the epoch): the billing view of the WebSocket stream."""
+
+    def count_rates(self, n: int, received_ns: int) -> None:
+        """Add ``n`` rates received at ``received_ns`` to their UTC day (loop thread)."""
+        day = received_ns // 86_400_000_000_000
+        self.rates_by_day[day] = self.rates_by_day.get(day, 0) + n
     retry_delays: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     """The most recent reconnect delays chosen by the backoff, oldest first (seconds)."""
     _logged: set[str] = field(default_factory=set)

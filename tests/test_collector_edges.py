@@ -210,3 +210,13 @@ def test_gaps_and_status_copy_under_the_lock_while_the_loop_writes(simulator: Si
             assert s.rows >= 0
             assert list(rates.gaps.columns) == ["pair", "start", "end", "reason", "duration"]
         assert format_time(0).startswith("1970")
+
+
+def test_an_unsubscribed_pair_is_not_reported_stale(simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After unsubscribe a pair's old rows stay in the window, but it never shows as stale."""
+    with cr.stream([*PAIRS, "BTC/EUR"], url=simulator.url, stale_after=1.0) as rates:
+        rates.wait(timeout=20, rows=2)
+        rates.unsubscribe("BTC/EUR")
+        wait_until(lambda: rates.status.stale_pairs == () and "BTC/EUR" in rates.frame.counts(), timeout=5)
+        monkeypatch.setattr(rates, "_in_scope", lambda pair: True)  # the old rule: every pair in the window
+        wait_until(lambda: "BTC/EUR" in rates.status.stale_pairs, timeout=20, message="the test cannot fail")

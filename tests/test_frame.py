@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from coinrates_nb import frame as frame_module
 from coinrates_nb._types import RATE_TYPES
+from coinrates_nb.batch import HEALED, HISTORY, RateBatch
 from coinrates_nb.exceptions import ConfigError, StoreError
 from coinrates_nb.frame import RollingFrame
 from tests.helpers import SLOW, put, rate_batch
@@ -172,6 +173,7 @@ EXPECTED_DTYPES = {
     "rate": "float64",
     "rate_type": "category",
     "received_at": "datetime64[ns, UTC]",
+    "origin": "category",
 }
 
 
@@ -193,7 +195,7 @@ def test_snapshot_dtypes_index_and_tz_exactly() -> None:
 def test_empty_snapshot_has_same_columns_and_dtypes() -> None:
     """An empty frame snapshots to zero rows with the same index and column dtypes."""
     df = RollingFrame(10).snapshot()
-    assert df.shape == (0, 6)
+    assert df.shape == (0, 7)
     assert str(df.index.dtype) == "datetime64[ns, UTC]" and df.index.name == "time"
     assert {c: str(t) for c, t in df.dtypes.items()} == EXPECTED_DTYPES
 
@@ -240,7 +242,7 @@ def test_writes_do_not_copy_the_window() -> None:
     extend_rows(frame, [(T0 + 300 * SEC + i, "A/B", 1.0, ISO, 0) for i in range(100)])
     assert all(a is b for a, b in zip(frame._columns(), columns, strict=True))
     assert [c.ctypes.data for c in frame._columns()] == pointers
-    assert frame.nbytes == 64 * 27
+    assert frame.nbytes == 64 * 28
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -524,3 +526,17 @@ def test_repr_tells_rows_capacity_pairs_and_window() -> None:
     grows = RollingFrame(None, window=pd.Timedelta("90s"))
     put(grows, T0, "A/B", 1.0, ISO, T0)
     assert repr(grows) == "<RollingFrame 1/4,096 rows (grows) | 1 pair | window 90s>"
+
+
+def test_every_row_says_where_it_came_from() -> None:
+    """Rows keep their batch's origin (stream, history, healed) through the scalar and vectorised paths."""
+    frame = RollingFrame(100)
+    live = rate_batch([(T0 + i, "A/B", 1.0, ISO) for i in range(3)])
+    frame.extend(live, T0)
+    history = rate_batch([(T0 - 100 + i, "A/B", 2.0, ISO) for i in range(20)])
+    frame.extend(RateBatch(history.keys, history.code, history.time_ns, history.rate, HISTORY), T0)
+    one = rate_batch([(T0 - 50, "A/B", 3.0, ISO)])
+    frame.extend(RateBatch(one.keys, one.code, one.time_ns, one.rate, HEALED), T0)
+    origins = frame.snapshot()["origin"]
+    assert list(origins.cat.categories) == ["stream", "history", "healed"]
+    assert origins.tolist() == ["stream"] * 3 + ["history"] * 20 + ["healed"]

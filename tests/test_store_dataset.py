@@ -91,7 +91,7 @@ def test_empty_dataset_folders_load_as_empty_frames(tmp_path: Path) -> None:
     empty.mkdir()
     frame = cr.load(empty)
     assert len(frame) == 0 and list(frame.columns) == ["pair", "base", "quote", "rate", "rate_type", "received_at",
-                                                      "source"]
+                                                      "source", "origin"]
     pending = tmp_path / "pending" / "date=2026-11-30"
     pending.mkdir(parents=True)
     (pending / ".part-h-1-deadbeef-00000.parquet.tmp").write_bytes(b"being written")
@@ -168,3 +168,21 @@ def test_a_parent_of_datasets_is_refused(tmp_path: Path) -> None:
     with pytest.raises(cr.RecordingError, match=r"holds a dataset of its own and 1 more below it \(copy\)"):
         cr.load(tmp_path / "data" / "btc")
     assert len(cr.load(tmp_path / "data" / "eth")) == 3 and len(cr.load(tmp_path / "one" / "rates")) == 3
+
+
+def test_recordings_without_an_origin_column_load_as_stream(tmp_path: Path) -> None:
+    """A file written before the origin column existed still loads; its rows say they came from the stream."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from coinrates_nb.store.dataset import SCHEMA
+
+    old = pa.schema([f for f in SCHEMA if f.name != "origin"])
+    part = tmp_path / "old" / "date=2026-11-30"
+    part.mkdir(parents=True)
+    t = pa.array([1_796_000_000_000_000_000], pa.timestamp("ns", tz="UTC"))
+    table = pa.Table.from_arrays([t, t, pa.array(["BTC/USD"]), pa.array(["BTC"]), pa.array(["USD"]), pa.array([1.0]),
+                                  pa.array(["BASE_ALL_CROSSES_TO_REF"]), pa.array(["live"])], schema=old)
+    pq.write_table(table, part / "part-h-1-deadbeef-00000.parquet")
+    frame = cr.load(part.parent)
+    assert frame["origin"].tolist() == ["stream"] and frame["rate"].tolist() == [1.0]

@@ -149,7 +149,8 @@ def test_roundtrip_keeps_full_precision_and_columns(dataset: Path) -> None:
     assert set(table.column("rate_type").to_pylist()) == {"BASE_ALL_CROSSES_TO_REF"}
     assert set(table.column("source").to_pylist()) == {"simulated"}
     df = cr.load(dataset)
-    assert list(df.columns) == ["pair", "base", "quote", "rate", "rate_type", "received_at", "source"]
+    assert list(df.columns) == ["pair", "base", "quote", "rate", "rate_type", "received_at", "source", "origin"]
+    assert set(df["origin"]) == {"stream"}
     assert isinstance(df.index, pd.DatetimeIndex) and df.index.name == "time" and str(df.index.dtype) == "datetime64[ns, UTC]"
     assert df.index.asi8.tolist() == [u.time_ns for u, _ in updates]
     assert (df.index.asi8 % 1000 == 300).all(), "sub-microsecond digits were lost"

@@ -10,7 +10,8 @@ directly (``read_parquet('data/rates/**/*.parquet', hive_partitioning=true)``)::
 
 Columns (:data:`SCHEMA`): ``time`` (the wire time, ``timestamp[ns, UTC]``, all 7 digits),
 ``received_at`` (this machine's receive time, same type), ``pair``, ``base``, ``quote``,
-``rate``, ``rate_type`` and ``source`` (``"simulated"`` or ``"live"``). Nothing else is
+``rate``, ``rate_type``, ``source`` (``"simulated"`` or ``"live"``) and ``origin`` (``"stream"``,
+``"history"`` or ``"healed"``; older recordings without it read as ``"stream"``). Nothing else is
 written: no URL, no settings, and never the API key.
 
 :func:`load` reads only what has that shape: ``date=YYYY-MM-DD`` folders directly below the
@@ -40,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .._inputs import filter_items, utc_ns
-from ..batch import RateBatch, RateKey
+from ..batch import ORIGINS, RateBatch, RateKey
 from ..exceptions import RecordingError
 
 __all__ = ["PARTITION", "SCHEMA", "load"]
@@ -59,6 +60,7 @@ SCHEMA: Final = pa.schema(
         pa.field("rate", pa.float64(), nullable=False),
         pa.field("rate_type", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("origin", pa.string(), nullable=True),  # stream/history/healed; absent in older recordings
     ],
     metadata={"coinrates_nb.format": "1"},
 )
@@ -72,7 +74,9 @@ _NS_PER_DAY: Final = 86_400 * 1_000_000_000
 _PARTITION_RE: Final = re.compile(rf"{PARTITION}=(\d{{4}}-\d{{2}}-\d{{2}})")
 """A partition directory's name; the group is the date."""
 
-_STRING_COLUMNS: Final = ("pair", "base", "quote", "rate_type", "source")
+_STRING_COLUMNS: Final = ("pair", "base", "quote", "rate_type", "source", "origin")
+_OPTIONAL: Final = frozenset({"origin"})
+"""Columns a recording may lack (written by an older version): ``origin`` then reads as ``stream``."""
 _SHOWN: Final = 3
 """How many offending paths an error message names."""
 
@@ -130,6 +134,8 @@ def _to_table(items: Sequence[tuple[RateBatch, int]], label: str) -> tuple[pa.Ta
     times: list[npt.NDArray[np.int64]] = []
     rates: list[npt.NDArray[np.float64]] = []
     received: list[npt.NDArray[np.int64]] = []
+    origins: list[npt.NDArray[np.int8]] = []
+    one_origin: list[int] = []
     one_code: list[int] = []
     one_time: list[int] = []
     one_rate: list[float] = []
@@ -141,7 +147,8 @@ def _to_table(items: Sequence[tuple[RateBatch, int]], label: str) -> tuple[pa.Ta
             times.append(np.array(one_time, np.int64))
             rates.append(np.array(one_rate, np.float64))
             received.append(np.array(one_received, np.int64))
-            for run in (one_code, one_time, one_rate, one_received):
+            origins.append(np.array(one_origin, np.int8))
+            for run in (one_code, one_time, one_rate, one_received, one_origin):
                 run.clear()
 
     for batch, received_ns in items:
@@ -151,6 +158,7 @@ def _to_table(items: Sequence[tuple[RateBatch, int]], label: str) -> tuple[pa.Ta
             one_time.append(int(batch.time_ns[0]))
             one_rate.append(float(batch.rate[0]))
             one_received.append(int(received_ns))
+            one_origin.append(batch.origin)
         elif n:
             close_run()
             remap = np.array([index.setdefault(key, len(index)) for key in batch.keys], np.intp)
@@ -158,6 +166,7 @@ def _to_table(items: Sequence[tuple[RateBatch, int]], label: str) -> tuple[pa.Ta
             times.append(np.asarray(batch.time_ns, np.int64))
             rates.append(np.asarray(batch.rate, np.float64))
             received.append(np.full(n, received_ns, np.int64))
+            origins.append(np.full(n, batch.origin, np.int8))
     close_run()
     if not codes:
         return SCHEMA.empty_table(), np.empty(0, np.int64)
@@ -178,6 +187,7 @@ def _to_table(items: Sequence[tuple[RateBatch, int]], label: str) -> tuple[pa.Ta
             pa.array(np.concatenate(rates), pa.float64()),
             column([rate_type for _, _, rate_type in keys]),
             pa.array([label], pa.string()).take(pa.array(np.zeros(len(wire), np.int32))),
+            pa.array(list(ORIGINS), pa.string()).take(pa.array(np.concatenate(origins).astype(np.int32))),
         ],
         schema=SCHEMA,
     )
@@ -285,6 +295,8 @@ def _check_schema(file: Path, schema: pa.Schema) -> None:
     problems = []
     for expected in SCHEMA:
         index = schema.get_field_index(expected.name)
+        if index < 0 and expected.name in _OPTIONAL:
+            continue
         if index < 0:
             problems.append(f"no column {expected.name!r}")
         elif not _compatible(schema.field(index).type, expected.type):
@@ -378,6 +390,8 @@ def load(
 def _to_frame(table: pa.Table) -> pd.DataFrame:
     """Sort an Arrow table of :data:`SCHEMA` and convert it to the snapshot-shaped DataFrame."""
     table = table.select(SCHEMA.names).sort_by([("time", "ascending"), ("received_at", "ascending")])
+    table = table.set_column(table.schema.get_field_index("origin"), "origin",
+                             pc.fill_null(table["origin"], ORIGINS[0]))
     for name in _STRING_COLUMNS:
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, pc.dictionary_encode(table[name]))
@@ -388,5 +402,5 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
     for name in _STRING_COLUMNS:
         if not isinstance(frame[name].dtype, pd.CategoricalDtype):  # empty tables come back as object
             frame[name] = frame[name].astype("category")
-    return frame[["pair", "base", "quote", "rate", "rate_type", "received_at", "source"]]
+    return frame[["pair", "base", "quote", "rate", "rate_type", "received_at", "source", "origin"]]
 
