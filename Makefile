@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+VENV_MIN := .venv-min
+PY_MIN   := $(VENV_MIN)/bin/python
 
-.PHONY: demo test bench bench-quick lint typecheck browser-deps clean
+.PHONY: demo test test-min bench bench-quick lint typecheck browser-deps clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,28 @@ browser-deps:
 test: $(VENV)/.test browser-deps
 	$(PY) -m pytest
 
+# The declared lower bounds, proven: a separate venv with the LOWEST allowed version of every
+# runtime dependency (each `>=X` in pyproject's [project].dependencies and its `hub` extra pinned
+# to `==X` by scripts/min_requirements.py, so a new dependency is covered without editing this
+# file), the test tools at their normal versions (resolved against those pins), and the package
+# itself with --no-deps; then the suite without the browser test. Rebuilt from scratch when
+# pyproject.toml changes, so nothing newer lingers from an earlier run.
+$(VENV_MIN)/.min: pyproject.toml scripts/min_requirements.py
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	echo '*' > $(VENV_MIN)/.gitignore
+	$(PY_MIN) -m pip install --quiet --upgrade pip
+	$(PYTHON) scripts/min_requirements.py --with hub > $(VENV_MIN)/min-requirements.txt
+	$(PYTHON) scripts/min_requirements.py --extra test > $(VENV_MIN)/test-requirements.txt
+	$(PY_MIN) -m pip install --quiet -c $(VENV_MIN)/min-requirements.txt \
+		-r $(VENV_MIN)/min-requirements.txt -r $(VENV_MIN)/test-requirements.txt
+	$(PY_MIN) -m pip install --quiet --no-deps -e .
+	touch $@
+
+test-min: $(VENV_MIN)/.min
+	$(PY_MIN) scripts/min_requirements.py --with hub --check
+	$(PY_MIN) -m pytest -m "not browser"
+
 bench: $(VENV)/.test
 	$(PY) benchmarks/run_all.py
 
@@ -33,8 +57,8 @@ bench-quick: $(VENV)/.test
 	$(PY) benchmarks/run_all.py --quick
 
 lint: $(VENV)/.test
-	$(PY) -m ruff check coinrates_nb tests benchmarks
+	$(PY) -m ruff check coinrates_nb tests benchmarks scripts
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(VENV_MIN) out .pytest_cache .mypy_cache

@@ -2,9 +2,10 @@
 
 ``websockets`` has no public "frames waiting" count. Knowing it lets the client take every
 queued frame as one batch without a cancelled ``recv()`` per read. The attribute path is the
-asyncio implementation's (``ClientConnection.recv_messages.frames``, websockets 14-17);
-``tests/test_ws_compat.py`` checks it on the installed version, so an upgrade that moves it
-fails a test instead of silently falling back. When it is missing the client still works:
+asyncio implementation's (``ClientConnection.recv_messages.frames``, websockets 13-17);
+``tests/test_ws_compat.py`` checks it on the installed version (``make test`` at the newest,
+``make test-min`` at the ``pyproject.toml`` floor), so an upgrade that moves it fails a test
+instead of silently falling back. When it is missing the client still works:
 ``asyncio.timeout(0)`` bounds the drain instead.
 """
 
