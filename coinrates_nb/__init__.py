@@ -29,6 +29,7 @@ from .exceptions import CoinratesError as CoinratesError
 from .exceptions import CollectorError as CollectorError
 from .exceptions import ConfigError as ConfigError
 from .exceptions import MessageError as MessageError
+from .exceptions import QuotaExceededError as QuotaExceededError
 from .exceptions import RecordingError as RecordingError
 from .exceptions import ServerError as ServerError
 from .exceptions import SimulatorError as SimulatorError
@@ -40,6 +41,12 @@ from .frame import RollingFrame as RollingFrame
 from .status import Status as Status
 
 if TYPE_CHECKING:
+    from .historical import HistoryEstimate as HistoryEstimate
+    from .historical import history as history
+    from .rest import Bars as Bars
+    from .rest import RestClient as RestClient
+    from .rest import RestUsage as RestUsage
+    from .rest import SyncRestClient as SyncRestClient
     from .sim import PriceModel as PriceModel
     from .sim import Simulator as Simulator
     from .store import Recorder as Recorder
@@ -61,11 +68,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "streaming": ("stream", "Collector", "Status", "Settings", "SecretKey", "COINAPI_URL", "RollingFrame",
                   "RateBatch", "each", "Pair", "AssetId"),
     "analysis": ("analysis",),  # and the df.rates accessor, registered on import
+    "history": ("history", "HistoryEstimate", "RestClient", "SyncRestClient", "Bars", "RestUsage"),
     "ui": ("live_chart", "performance_chart", "ohlc_chart", "dashboard", "status_bar"),
     "recording": ("record", "load", "replay", "Recorder", "Replay"),
     "simulator": ("Simulator", "PriceModel"),
     "errors": ("CoinratesError", "ConfigError", "MessageError", "TransportError", "StaleStreamError", "ServerError",
-               "AuthenticationError", "StoreError", "CollectorError", "WaitTimeoutError", "RecordingError", "SimulatorError"),
+               "AuthenticationError", "QuotaExceededError", "StoreError", "CollectorError", "WaitTimeoutError", "RecordingError", "SimulatorError"),
 }
 """The public API by use. Wire messages (``Hello``, ``ExchangeRate``, ...) live in :mod:`coinrates_nb.messages`."""
 
@@ -73,6 +81,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(GROUPS["ui"], "ui"),
     **dict.fromkeys(GROUPS["recording"], "store"),
     **dict.fromkeys(GROUPS["simulator"], "sim"),
+    "history": "historical",
+    "HistoryEstimate": "historical",
+    **dict.fromkeys(("RestClient", "SyncRestClient", "Bars", "RestUsage"), "rest"),
 }
 """Names loaded on first use (PEP 562), so ``import coinrates_nb`` imports no plotly, pyarrow or server code."""
 

@@ -16,49 +16,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
-from ._types import Pair, TimeNs, split_pair
+from ._types import Pair, TimeNs
 from .batch import HISTORY, RateBatch
+from .rest import MAX_LIMIT, Bars, period_ns
+from .rest import credits_for as rest_credits
 
-__all__ = ["PERIOD_NS", "Bars", "bars_to_batch", "credits_for", "heal_span", "seam_ns"]
-
-PERIOD_NS: Final[dict[str, int]] = {
-    **{f"{n}SEC": n * 10**9 for n in (1, 2, 3, 4, 5, 6, 10, 15, 20, 30)},
-    **{f"{n}MIN": n * 60 * 10**9 for n in (1, 2, 3, 4, 5, 6, 10, 15, 20, 30)},
-    **{f"{n}HRS": n * 3_600 * 10**9 for n in (1, 2, 3, 4, 6, 8, 12)},
-    **{f"{n}DAY": n * 86_400 * 10**9 for n in (1, 2, 3, 5, 7, 10)},
-}
-"""Every ``period_id`` the Historical API lists, as nanoseconds (``exrates-rest.md``, "Historical")."""
+__all__ = ["bars_to_batch", "credits_for", "heal_span", "history_period", "seam_ns"]
 
 _RATE_TYPE: Final = "BASE_ALL_CROSSES_TO_REF"
-"""The rate type history rows carry: REST bars are VWAP-style rates against the reference, like the stream's."""
+"""The rate type history rows carry: REST bars are rates against the reference, like the stream's."""
+
+_MAX_BARS: Final = 10_000
+"""Bars per pair a window fill aims at most: the finest period that keeps within it is chosen."""
+
+_FILL_PERIODS: Final = ("1SEC", "2SEC", "5SEC", "10SEC", "30SEC", "1MIN", "5MIN", "15MIN", "1HRS", "1DAY")
 
 
-@dataclass(frozen=True, slots=True)
-class Bars:
-    """OHLC bars of one pair as columns: period starts (UTC ns) and float64 prices (NaN for an empty period)."""
-
-    pair: Pair
-    period_ns: int
-    start_ns: npt.NDArray[np.int64]
-    open: npt.NDArray[np.float64]
-    high: npt.NDArray[np.float64]
-    low: npt.NDArray[np.float64]
-    close: npt.NDArray[np.float64]
-
-    def __len__(self) -> int:
-        return len(self.start_ns)
-
-    def before(self, cut_ns: TimeNs) -> Bars:
-        """The bars whose period starts before ``cut_ns`` (the seam with the live stream)."""
-        keep = self.start_ns < cut_ns
-        return Bars(self.pair, self.period_ns, self.start_ns[keep], self.open[keep], self.high[keep],
-                    self.low[keep], self.close[keep])
+def history_period(span_ns: int) -> str:
+    """The finest period whose bars over ``span_ns`` stay within 10,000 per pair (1 h -> 1SEC, 1 day -> 10SEC)."""
+    for period in _FILL_PERIODS:
+        if span_ns // period_ns(period) <= _MAX_BARS:
+            return period
+    return _FILL_PERIODS[-1]
 
 
 def bars_to_batch(bars: Bars, origin: int = HISTORY, rate_type: str = _RATE_TYPE) -> RateBatch:
@@ -67,11 +50,11 @@ def bars_to_batch(bars: Bars, origin: int = HISTORY, rate_type: str = _RATE_TYPE
     Times sit on the wire's 100 ns grid at 0, 1/4, 1/2 and 3/4 of the period, so every row of a
     bar falls in the bar's own period whatever the bar grid's origin.
     """
-    base, quote = split_pair(bars.pair)
+    base, quote = bars.base, bars.quote
+    step = max(100, period_ns(bars.period) // 4 // 100 * 100)
     full = ~(np.isnan(bars.open) | np.isnan(bars.high) | np.isnan(bars.low) | np.isnan(bars.close))
     starts = bars.start_ns[full]
     n = len(starts)
-    step = max(100, bars.period_ns // 4 // 100 * 100)
     times = (starts[:, None] + np.arange(4, dtype=np.int64)[None, :] * step).reshape(-1)
     rates = np.stack([bars.open[full], bars.high[full], bars.low[full], bars.close[full]], axis=1).reshape(-1)
     return RateBatch([(base, quote, rate_type)], np.zeros(4 * n, np.intp), times.astype(np.int64),
@@ -96,17 +79,18 @@ def heal_span(last_before_ns: TimeNs, first_after_ns: TimeNs, period_ns: int) ->
     return (start, end) if end > start else None
 
 
-def credits_for(spans: Mapping[Pair, tuple[TimeNs, TimeNs]], period_ns: int, limit: int = 100_000) -> int:
+def credits_for(spans: Mapping[Pair, tuple[TimeNs, TimeNs]], period: str, limit: int = MAX_LIMIT) -> int:
     """Credits a set of history requests costs: every 100 bars of a request count as one, rounded up.
 
-    (``exrates-rest.md``, "Rate limits and cost": with ``limit``, every 100 items returned count
-    as one request.) Each pair's span is fetched in pages of ``limit`` bars.
+    (``exrates-rest.md``, "Rate limits and cost".) Each pair's span is fetched in pages of
+    ``limit`` bars; an upper bound, since empty periods may not be returned.
     """
+    step = period_ns(period)
     total = 0
     for start, end in spans.values():
-        bars = max(0, math.ceil((end - start) / period_ns))
+        bars = max(0, math.ceil((end - start) / step))
         while bars > 0:
             page = min(bars, limit)
-            total += math.ceil(page / 100)
+            total += rest_credits(page)
             bars -= page
     return total

@@ -37,6 +37,7 @@ from .protocol import ClientProtocol
 from .status import NO_DATA_AFTER, Status, Telemetry
 
 if TYPE_CHECKING:
+    from .filler import Filler
     from .sim import Simulator
     from .store import Recorder
 
@@ -86,8 +87,24 @@ class Collector(BackgroundThread):
         *,
         window: str | pd.Timedelta | None = None,
         max_rows: int | None = 100_000,
+        history: bool | str | float | pd.Timedelta | None = None,
+        heal: bool | None = None,
+        max_history_credits: int = 1_000,
+        history_url: str | None = None,
     ) -> None:
         self.settings = settings
+        self._history_span = _history_span(history, window)
+        self._heal = heal
+        if isinstance(max_history_credits, bool) or not isinstance(max_history_credits, int) or max_history_credits < 0:
+            raise ConfigError(f"max_history_credits must be a non-negative int (credits per UTC day), "
+                              f"not {max_history_credits!r}")
+        self._max_history_credits = max_history_credits
+        if history_url is not None:
+            from .rest import rest_url_for  # lazy: aiohttp loads only for history and healing
+
+            history_url = rest_url_for(history_url)
+        self._history_url = history_url
+        self._filler: Filler | None = None
         self.protocol = ClientProtocol(
             None if pairs is None else ([pairs] if isinstance(pairs, str) else list(pairs)),
             heartbeat=settings.heartbeat,
@@ -199,6 +216,10 @@ class Collector(BackgroundThread):
         try:
             asyncio.set_event_loop(loop)
             self._session = session_class(settings, self.protocol, self._on_rates, self.telemetry, self._on_disconnect)
+            self._filler = self._make_filler(settings)
+            if self._filler is not None and self._history_span:
+                pairs = tuple(p for p in (self.protocol.scope.items or ()) if "/" in p)
+                loop.call_soon(self._filler.start_fill, pairs, self._history_span)
             self._ready.set()
             loop.run_until_complete(self._session.run())
         except Exception as exc:  # noqa: BLE001 - top of the thread
@@ -208,9 +229,29 @@ class Collector(BackgroundThread):
         finally:
             self._ready.set()
             try:
+                if self._filler is not None:
+                    with contextlib.suppress(Exception):
+                        loop.run_until_complete(self._filler.close())
                 close_loop(loop)
             finally:
                 self._loop = None
+
+    def _make_filler(self, settings: Settings) -> Filler | None:
+        """The REST side (history fill, gap healing), or ``None`` when neither is wanted or possible."""
+        url = settings.url
+        heal = self._heal if self._heal is not None else (settings.api_key is not None or self._simulated_server)
+        if not (self._history_span or heal) or url is None or not url.startswith(("ws://", "wss://")):
+            return None
+        from .filler import Filler  # lazy: aiohttp loads only for history and healing
+        from .rest import rest_url_for
+
+        base = self._history_url or rest_url_for(url)
+        return Filler(base, settings.api_key, self._store_history, max_credits=self._max_history_credits,
+                      simulated=self._simulated_server)
+
+    @property
+    def _simulated_server(self) -> bool:
+        return self.settings.simulated or self._simulator is not None or self.telemetry.server_simulated
 
     # ------------------------------------------------------------------ data path (loop thread)
 
@@ -222,6 +263,9 @@ class Collector(BackgroundThread):
         stream goes on; it never becomes a reconnect (CoinAPI limits connections per IP).
         """
         try:
+            filler = self._filler
+            if filler is not None and filler.hold(rates, received_ns):
+                return  # the window is being filled from history: stored right after it
             self._store(rates, received_ns)
         except Exception as exc:  # noqa: BLE001 - the collector boundary: count, show, never reconnect
             t = self.telemetry
@@ -241,6 +285,18 @@ class Collector(BackgroundThread):
             except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
                 logger.exception("rate listener %r failed", listener)
 
+    def _store_history(self, rates: RateBatch, received_ns: int) -> None:
+        """Store rows from REST (history, healed): into the frame and to listeners; live freshness is untouched."""
+        self.frame.extend(rates, received_ns)
+        for listener in self._listeners:
+            try:
+                listener(rates, received_ns)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
+                logger.exception("rate listener %r failed", listener)
+
+    def _healed(self, gap: dict[str, Any]) -> None:
+        logger.info("gap %s %s: %s", gap["pair"], "healed" if gap["heal"] == "healed" else "not healed", gap["heal"])
+
     def _track(self, rates: RateBatch) -> None:
         """Close the gaps of pairs that came back; remember each pair's newest time (state lock held)."""
         times = rates.time_ns
@@ -253,7 +309,7 @@ class Collector(BackgroundThread):
                 if open_gaps:
                     start = open_gaps.pop(pair, None)
                     if start is not None:
-                        self._gaps.append({"pair": pair, "start": start, "end": t, "reason": "disconnect"})
+                        self._gap_closed({"pair": pair, "start": start, "end": t, "reason": "disconnect"})
                 last_seen[pair] = t
         else:
             pair_names, pair_codes = rates.pairs()
@@ -264,10 +320,17 @@ class Collector(BackgroundThread):
                 for c, i in zip(present.tolist(), front.tolist(), strict=True):
                     start = open_gaps.pop(pair_names[c], None)
                     if start is not None:
-                        self._gaps.append({"pair": pair_names[c], "start": start, "end": int(times[i]),
-                                           "reason": "disconnect"})
+                        self._gap_closed({"pair": pair_names[c], "start": start, "end": int(times[i]),
+                                          "reason": "disconnect"})
             for c, i in zip(present.tolist(), back.tolist(), strict=True):
                 last_seen[pair_names[c]] = int(times[n - 1 - i])
+
+    def _gap_closed(self, gap: dict[str, Any]) -> None:
+        """A pair came back after a disconnect: record the gap and heal it from REST if possible (state lock held)."""
+        gap["heal"] = "open: healing off" if self._filler is None else "pending"
+        self._gaps.append(gap)
+        if self._filler is not None:
+            self._filler.heal(gap, self._healed)
 
     def _on_disconnect(self, now_ns: int) -> None:
         with self._state_lock:
@@ -362,8 +425,13 @@ class Collector(BackgroundThread):
 
     @property
     def df(self) -> pd.DataFrame:
-        """Snapshot of the rolling window: UTC ``DatetimeIndex`` named ``time``, one row per update."""
-        return self.frame.snapshot()
+        """Snapshot of the rolling window: UTC ``DatetimeIndex`` named ``time``, one row per update, in time order.
+
+        Rows from REST (``origin`` ``history``/``healed``) arrive after newer live rows; the
+        snapshot is sorted (stably) whenever they made it out of order.
+        """
+        df = self.frame.snapshot()
+        return df if df.index.is_monotonic_increasing else df.sort_index(kind="stable")
 
     def snapshot(self, pairs: Iterable[str] | None = None, since: Any = None) -> pd.DataFrame:
         """Snapshot, optionally of some pairs only and since a time."""
@@ -387,14 +455,19 @@ class Collector(BackgroundThread):
 
     @property
     def gaps(self) -> pd.DataFrame:
-        """Per-pair gaps caused by disconnects: ``pair``, ``start`` (last update before), ``end`` (first after)."""
+        """Per-pair gaps caused by disconnects: ``pair``, ``start`` (last update before), ``end`` (first after).
+
+        ``healed`` says whether REST history filled it; ``heal`` says how it went (``healed``,
+        ``pending``, or ``open: <reason>``: no key, budget spent, REST down, no data).
+        """
         with self._state_lock:
-            rows = list(self._gaps)
-        frame = pd.DataFrame(rows, columns=["pair", "start", "end", "reason"])
+            rows = [dict(g) for g in self._gaps]
+        frame = pd.DataFrame(rows, columns=["pair", "start", "end", "reason", "heal"])
         for col in ("start", "end"):
             frame[col] = pd.to_datetime(frame[col].astype("int64"), unit="ns", utc=True)
         frame["duration"] = frame["end"] - frame["start"]
-        return frame
+        frame["healed"] = frame["heal"] == "healed"
+        return frame[["pair", "start", "end", "duration", "reason", "healed", "heal"]]
 
     @property
     def status(self) -> Status:
@@ -444,7 +517,16 @@ class Collector(BackgroundThread):
             internal_errors=t.internal_errors,
             recorders=tuple(r.status for r in list(self._recorders)),
             rates_today=t.rates_by_day.get(now // 86_400_000_000_000, 0),
+            **self._rest_figures(),
         )
+
+    def _rest_figures(self) -> dict[str, Any]:
+        filler = self._filler
+        if filler is None:
+            return {}
+        total, today = filler.usage, filler.usage_today
+        return {"rest_requests": total.requests, "rest_credits": total.credits, "rest_credits_today": today.credits,
+                "rest_rates": total.rates, "history_error": filler.fill_error}
 
     def wait(self, timeout: float = 30.0, rows: int = 1, pairs: Iterable[str] | None = None) -> Collector:
         """Block until every subscribed pair has at least ``rows`` rows (or raise on timeout/error).
@@ -493,6 +575,19 @@ class Collector(BackgroundThread):
         return f"<div>{simulated_html(s.simulated)}<code>{escape(repr(self))}</code>{notes}</div>"
 
 
+def _history_span(history: Any, window: Any) -> int:
+    """Nanoseconds of history to fill at start: ``True`` means the collector's window, a span means itself."""
+    if history is None or history is False:
+        return 0
+    if history is True:
+        span = span_ns(window)
+        if span is None:
+            raise ConfigError("history=True fills the window: give window= too (e.g. window='1h'), "
+                              "or a span like history='30min'")
+        return span
+    return span_ns(history, "history", allow_none=False) or 0
+
+
 def _session_class(url: str | None) -> Any:
     """The I/O session for ``url``: CoinAPI's WebSocket (``ws(s)://``), or a hub over NATS (``nats://``, ``tls://``).
 
@@ -528,6 +623,10 @@ def stream(
     seed: int | None = None,
     rate_hz: float = 5.0,
     start: bool = True,
+    history: bool | str | float | pd.Timedelta | None = None,
+    heal: bool | None = None,
+    max_history_credits: int = 1_000,
+    history_url: str | None = None,
     **options: Any,
 ) -> Collector:
     """Start streaming ``pairs`` in the background and return the :class:`Collector` at once.
@@ -539,6 +638,13 @@ def stream(
     threads or sockets). ``window`` is how long the buffer keeps rows (a span like ``"15min"``
     or seconds); ``max_rows`` bounds it too.
 
+    History (CoinAPI's Historical REST API; the simulator serves it too): ``history=True`` fills
+    the whole window at start (``history="30min"``: that span) while the WebSocket starts, with no
+    duplicate and no hole at the seam; ``heal`` (on by default with a key, and on the simulator)
+    fills each reconnect gap with 1-second bars. Both spend at most ``max_history_credits`` a UTC
+    day (CoinAPI bills every rate, REST or WebSocket); ``history_url`` overrides the REST host
+    (default: CoinAPI's historical host for CoinAPI, else the WebSocket URL's own host and port).
+
     Raises:
         ConfigError: a pair, duration or setting is invalid (the message says what to write).
     """
@@ -548,12 +654,13 @@ def stream(
         url, api_key, simulated=simulated, update_limit_ms=update_limit_ms, heartbeat=heartbeat,
         stale_after=stale_after, simulator_seed=seed, simulator_rate_hz=rate_hz, **options,
     )
-    key = _registry_key(pairs, settings, window, max_rows)
+    key = (_registry_key(pairs, settings, window, max_rows), repr(history), heal, max_history_credits, history_url)
     existing = _REGISTRY.get(key)
     if existing is not None and existing.running:
         close_on_rerun(existing, Collector.stop)
         return existing
-    collector = Collector(pairs, settings, window=window, max_rows=max_rows)
+    collector = Collector(pairs, settings, window=window, max_rows=max_rows, history=history, heal=heal,
+                          max_history_credits=max_history_credits, history_url=history_url)
     _REGISTRY[key] = collector
     close_on_rerun(collector, Collector.stop)
     return collector.start() if start else collector

@@ -10,7 +10,8 @@ Every error the library raises derives from :class:`CoinratesError`; foreign err
     ├── TransportError         (also ConnectionError) the socket failed or was refused
     │   └── StaleStreamError   (also TimeoutError)    no frame arrived within the stale timeout
     ├── ServerError                                   the server sent an ``error`` message
-    │   └── AuthenticationError                       the key was rejected: fatal, never retried
+    │   ├── AuthenticationError                       the key was rejected: fatal, never retried
+    │   └── QuotaExceededError                        REST 429 until a reset too far away: the quota is spent
     ├── StoreError             (also ValueError)      rows that the rolling frame cannot store
     ├── CollectorError         (also RuntimeError)    the collector cannot do what was asked
     ├── WaitTimeoutError       (also TimeoutError)    ``wait()`` saw no data for the pairs in time
@@ -91,6 +92,15 @@ class ServerError(CoinratesError):
 
 class AuthenticationError(ServerError):
     """Raised when the API key is rejected (in-band ``error`` or HTTP 401/403); never retried."""
+
+
+class QuotaExceededError(ServerError):
+    """Raised when CoinAPI answers 429 and ``X-RateLimit-Reset`` is further away than ``max_wait``
+    (the daily quota is spent), or 429s persist for every attempt; ``reset_ns`` says when it frees."""
+
+    def __init__(self, message: str, reset_ns: int | None = None) -> None:
+        self.reset_ns = reset_ns
+        super().__init__(message)
 
 
 class StoreError(CoinratesError, ValueError):

@@ -54,6 +54,16 @@ class Status:
     """True for a Replay: recorded data played back (``source`` says where it came from)."""
     rates_today: int = 0
     """Rates received over the WebSocket since 00:00 UTC: what CoinAPI bills (per rate delivered)."""
+    rest_requests: int = 0
+    """REST requests sent for history and healing (retries included)."""
+    rest_credits: int = 0
+    """REST credits charged since start (``X-RateLimit-Request-Cost``, else ceil(items / 100))."""
+    rest_credits_today: int = 0
+    """REST credits charged since 00:00 UTC: what ``max_history_credits`` bounds."""
+    rest_rates: int = 0
+    """Rates received over REST (history bars): billed like WebSocket rates."""
+    history_error: str | None = None
+    """Why the history fill did not (fully) happen, if it did not."""
     recorders: tuple[Any, ...] = ()
     """The status of each recorder attached with ``record()`` (``coinrates_nb.store.RecorderStatus``)."""
 

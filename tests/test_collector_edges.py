@@ -208,7 +208,7 @@ def test_gaps_and_status_copy_under_the_lock_while_the_loop_writes(simulator: Si
         for _ in range(300):
             s = rates.status
             assert s.rows >= 0
-            assert list(rates.gaps.columns) == ["pair", "start", "end", "reason", "duration"]
+            assert list(rates.gaps.columns) == ["pair", "start", "end", "duration", "reason", "healed", "heal"]
         assert format_time(0).startswith("1970")
 
 

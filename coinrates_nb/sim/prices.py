@@ -9,12 +9,17 @@ so a cross such as ``BTC/EUR`` is always ``BTC/USD * USD/EUR`` of the same insta
 No I/O and no clock reads: time advances only through :meth:`PriceModel.step`, and randomness
 comes only from the model's own ``numpy.random.Generator``, so the same seed and the same
 sequence of steps give the same prices on every machine.
+
+A model can keep a :class:`PriceTape` of every instant it priced (:meth:`PriceModel.keep_tape`):
+the simulator's REST history builds its bars from it, so a bar of any period the WebSocket
+stream covered is made of exactly the prices the stream sent.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
@@ -25,7 +30,7 @@ import numpy.typing as npt
 from .._types import SECONDS_PER_YEAR, AssetId
 from ..exceptions import ConfigError, UnknownAssetError
 
-__all__ = ["DEFAULT_ASSETS", "REFERENCE", "AssetSpec", "PriceModel", "UnknownAssetError"]
+__all__ = ["DEFAULT_ASSETS", "REFERENCE", "AssetSpec", "PriceModel", "PriceTape", "UnknownAssetError"]
 
 REFERENCE: Final = "USD"
 """The reference asset every level is quoted in; its price is 1 by definition (§4.1)."""
@@ -89,7 +94,116 @@ DEFAULT_ASSETS: Final[Mapping[AssetId, AssetSpec]] = MappingProxyType({
 })
 """The assets a default :class:`PriceModel` knows, in the order it lists them."""
 
+TAPE_CHUNK: Final = 4096
+"""Instants per block of a :class:`PriceTape`; the oldest block is dropped whole when the tape is full."""
 
+
+class PriceTape:
+    """Every instant a model priced, as (elapsed ns, USD prices), the newest ``size`` of them in full.
+
+    Appended by :meth:`PriceModel.step` (and once when the tape starts), read by the simulator's
+    REST history. Blocks of :data:`TAPE_CHUNK` instants are preallocated as the tape fills, so a
+    short run costs kilobytes. When more than ``size`` instants are held, the oldest block is
+    dropped and its last instant kept as a *waypoint*, so the path there can still be drawn as a
+    bridge through known points. The first instant (the model's starting prices) is always kept.
+
+    Args:
+        assets: the model's asset ids in column order (the reference ``USD`` is not a column).
+        size: instants kept in full (at least one block).
+    """
+
+    def __init__(self, assets: Sequence[AssetId], size: int) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"a price tape's size must be an int >= 1, got {size!r}")
+        self.assets: tuple[AssetId, ...] = tuple(assets)
+        self.size = max(size, TAPE_CHUNK)
+        self._columns = {asset: i for i, asset in enumerate(self.assets)}
+        self._width = len(self.assets)
+        self._times: list[npt.NDArray[np.int64]] = []
+        self._prices: list[npt.NDArray[np.float64]] = []
+        self._firsts: list[int] = []
+        self._fill = TAPE_CHUNK  # rows used in the newest block: "full" until the first append
+        self._way_times: list[int] = []
+        self._way_prices: list[npt.NDArray[np.float64]] = []
+        self._count = 0
+        self.first: tuple[int, npt.NDArray[np.float64]] | None = None
+        """The first instant ever appended (never dropped): the model's origin on the tape."""
+        self.last_ns: int | None = None
+        """Elapsed ns of the newest instant."""
+
+    def column(self, asset: AssetId) -> int:
+        """The column of ``asset`` (``-1`` for the reference ``USD``, whose price is 1)."""
+        if asset == REFERENCE:
+            return -1
+        i = self._columns.get(asset)
+        if i is None:
+            raise UnknownAssetError(asset, (*self.assets, REFERENCE))
+        return i
+
+    def __len__(self) -> int:
+        """Instants held in full (waypoints not counted)."""
+        return self._count
+
+    def append(self, elapsed_ns: int, prices: npt.NDArray[np.float64]) -> None:
+        """Record the prices of one instant; times must not decrease."""
+        if self.first is None:
+            self.first = (elapsed_ns, np.array(prices, np.float64))
+        if self._fill == TAPE_CHUNK:
+            self._times.append(np.empty(TAPE_CHUNK, np.int64))
+            self._prices.append(np.empty((TAPE_CHUNK, self._width), np.float64))
+            self._firsts.append(elapsed_ns)
+            self._fill = 0
+            if self._count + TAPE_CHUNK > self.size and len(self._times) > 1:
+                self._drop_oldest()
+        i = self._fill
+        self._times[-1][i] = elapsed_ns
+        self._prices[-1][i] = prices
+        self._fill = i + 1
+        self._count += 1
+        self.last_ns = elapsed_ns
+
+    def _drop_oldest(self) -> None:
+        times, prices = self._times.pop(0), self._prices.pop(0)
+        self._firsts.pop(0)
+        self._way_times.append(int(times[-1]))
+        self._way_prices.append(prices[-1].copy())
+        self._count -= TAPE_CHUNK
+
+    def window(self, lo_ns: int, hi_ns: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Known instants with ``lo_ns <= t < hi_ns``, plus the nearest one on each side of the range.
+
+        Waypoints and the first instant count as known. The neighbours let a caller bridge a
+        hole that crosses the edge of the range. Times are elapsed ns, ascending.
+        """
+        times: list[npt.NDArray[np.int64]] = []
+        prices: list[npt.NDArray[np.float64]] = []
+        if self.first is not None and (not self._firsts or self.first[0] < (self._way_times or self._firsts)[0]):
+            times.append(np.array([self.first[0]], np.int64))
+            prices.append(self.first[1][None, :])
+        if self._way_times:
+            wt = np.array(self._way_times, np.int64)
+            a = max(0, int(np.searchsorted(wt, lo_ns, "left")) - 1)
+            b = min(len(wt), int(np.searchsorted(wt, hi_ns, "left")) + 1)
+            times.append(wt[a:b])
+            prices.append(np.array(self._way_prices[a:b], np.float64).reshape(b - a, self._width))
+        if self._firsts:
+            k = bisect.bisect_right(self._firsts, lo_ns) - 1
+            m = bisect.bisect_left(self._firsts, hi_ns) - 1
+            last = len(self._firsts) - 1
+            for c in range(max(0, k - 1), min(last, m + 1) + 1):
+                n = self._fill if c == last else TAPE_CHUNK
+                times.append(self._times[c][:n])
+                prices.append(self._prices[c][:n])
+        if not times:
+            return np.empty(0, np.int64), np.empty((0, self._width), np.float64)
+        t = np.concatenate(times)
+        p = np.concatenate(prices)
+        a = max(0, int(np.searchsorted(t, lo_ns, "left")) - 1)
+        b = min(len(t), int(np.searchsorted(t, hi_ns, "left")) + 1)
+        return t[a:b], p[a:b]
+
+    def __repr__(self) -> str:
+        return f"<PriceTape {self._count:,} instants + {len(self._way_times):,} waypoints | {self._width} assets>"
 
 
 class PriceModel:
@@ -124,7 +238,9 @@ class PriceModel:
         self._crypto = np.array([k == "crypto" for k in kinds], dtype=bool)
         self._prices: npt.NDArray[np.float64] = levels  # exact starting levels, not exp(log(level))
         self._elapsed = 0.0
+        self._elapsed_ns = 0
         self._steps = 0
+        self._tape: PriceTape | None = None
 
     # ------------------------------------------------------------------ what it knows
 
@@ -152,6 +268,27 @@ class PriceModel:
     def elapsed(self) -> float:
         """Model seconds advanced so far (the sum of every ``step``)."""
         return self._elapsed
+
+    @property
+    def elapsed_ns(self) -> int:
+        """Model time advanced so far in integer nanoseconds (each step rounded to 1 ns), exact over any run."""
+        return self._elapsed_ns
+
+    @property
+    def tape(self) -> PriceTape | None:
+        """The tape of every instant priced, if :meth:`keep_tape` started one."""
+        return self._tape
+
+    def keep_tape(self, size: int = 200_000) -> PriceTape:
+        """Record every instant from now on (and the current one) in a :class:`PriceTape`; return it.
+
+        Idempotent: a model keeps one tape. ``size`` instants are kept in full (200,000 by
+        default: about 32 MB for 20 assets once full, ~2.8 h at 20 updates per second).
+        """
+        if self._tape is None:
+            self._tape = PriceTape(self._ids, size)
+            self._tape.append(self._elapsed_ns, self._prices)
+        return self._tape
 
     @property
     def steps(self) -> int:
@@ -218,7 +355,10 @@ class PriceModel:
         self._log = np.where(self._stable, reverted, walked)
         self._prices = np.exp(self._log)
         self._elapsed += dt
+        self._elapsed_ns += round(dt * 1e9)
         self._steps += 1
+        if self._tape is not None:
+            self._tape.append(self._elapsed_ns, self._prices)
 
     def __repr__(self) -> str:
         lead = self._ids[0] if self._ids else None

@@ -14,6 +14,11 @@ Every frame is built and parsed with :mod:`coinrates_nb.messages`, so the simula
 client share one definition of the wire format. The handshake response carries
 ``X-Coinrates-Simulator: <version>``, so a client connecting by URL can label the data simulated.
 
+The same port serves CoinAPI's REST API (:mod:`.rest`, :attr:`Simulator.rest_url`): every plain
+HTTP GET that is not a WebSocket upgrade is answered from the ``process_request`` hook
+(python-websockets/websockets#1500) with the same seeded prices; ``sim.rest`` holds its ledger
+and fault scenarios.
+
 Choices where the protocol notes say UNCONFIRMED (each is also marked where it is made):
 
 * a bad or missing key is answered in-band (``error`` "Invalid API key", then close), or with
@@ -39,7 +44,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Final, Literal
 
 import websockets
@@ -67,6 +72,7 @@ from ._connection import (
     text_of,
 )
 from .prices import AssetSpec, PriceModel
+from .rest import RestApi
 from .scenarios import Scenarios
 from .scope import Route, ServerScope, routes_for
 from .ticker import Ticker
@@ -189,6 +195,8 @@ class Simulator(Scenarios, BackgroundThread):
         self._known: tuple[AssetId, ...] = self._model.assets  # ordered: the unfiltered stream's order
         self._ticker = Ticker(self._model, rate_hz=self.rate_hz, batch=batch, cross_interval=self.cross_interval,
                               max_buffered=max_buffered)
+        self.rest = RestApi(self)
+        """The REST side on the same port (:mod:`.rest`): its ledger and fault scenarios."""
 
         self._lock = threading.Lock()
         self._cond = threading.Condition()
@@ -294,6 +302,14 @@ class Simulator(Scenarios, BackgroundThread):
         return f"ws://{host}:{self._port}/"
 
     @property
+    def rest_url(self) -> str:
+        """``http://127.0.0.1:<port>``: the REST API's base URL, on the WebSocket's port (:mod:`.rest`)."""
+        if self._port == 0:
+            raise SimulatorError("the simulator picks its port in start(); call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    @property
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` of the listening socket, or ``None`` when not running."""
         server = self._server
@@ -385,7 +401,7 @@ class Simulator(Scenarios, BackgroundThread):
                 ping_interval=None,  # our own keepalive honours stall(); see Connection.keepalive
                 ping_timeout=None,
                 close_timeout=CLOSE_TIMEOUT,
-                process_request=self._process_request if self.auth_failure == "http401" and self._key else None,
+                process_request=self._process_request,
                 process_response=_identify,
                 server_header=f"coinrates_nb-simulator/{__version__} websockets/{websockets.version.version}",
                 logger=RedactingLogger(logging.getLogger("websockets.server"), secrets=(self._key or "",)),
@@ -446,9 +462,12 @@ class Simulator(Scenarios, BackgroundThread):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_clients.wait(), timeout)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """``auth_failure="http401"``: refuse a bad or missing key before the upgrade (§2.3)."""
-        assert self._key is not None
+    def _process_request(self, connection: ServerConnection, request: Request) -> Awaitable[Response] | Response | None:
+        """Route a plain HTTP GET to the REST API; with ``auth_failure="http401"``, refuse a bad key before the upgrade (§2.3)."""
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return self.rest.respond(connection, request)
+        if self.auth_failure != "http401" or self._key is None:
+            return None
         if any(key_matches(k, self._key) for k in http_keys(request.path, request.headers)):
             return None
         logger.info("refused an upgrade with HTTP 401: bad or missing API key")

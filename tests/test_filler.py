@@ -1,0 +1,120 @@
+"""History and live as one frame: the window filled from REST, gaps healed after cuts, the budget, checked per second."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import coinrates_nb as cr
+from coinrates_nb.sim.server import Simulator
+from tests.helpers import wait_until
+
+PAIRS = ["BTC/USD", "ETH/USD"]
+SEC = 1_000_000_000
+
+
+def seconds(df: pd.DataFrame, pair: str, origins: set[str]) -> set[int]:
+    rows = df[(df["pair"] == pair) & df["origin"].isin(origins)]
+    return set((rows.index.asi8 // SEC).tolist())
+
+
+def check_one_frame(rates: cr.Collector, start_s: int, end_s: int) -> None:
+    """Every second of [start_s, end_s) holds rows of every pair, from REST or the stream, never from both."""
+    df = rates.df
+    open_gaps = rates.gaps[~rates.gaps["healed"]]
+    for pair in PAIRS:
+        rest = seconds(df, pair, {"history", "healed"})
+        live = seconds(df, pair, {"stream"})
+        assert not rest & live, f"{pair}: seconds from both REST and the stream: {sorted(rest & live)[:5]}"
+        holes = set(range(start_s, end_s)) - rest - live
+        for gap in open_gaps[open_gaps["pair"] == pair].itertuples():
+            holes -= set(range(gap.start.value // SEC, gap.end.value // SEC + 1))
+        assert not holes, f"{pair}: seconds with no data that no open gap explains: {sorted(holes)[:5]}"
+        stream = df[(df["pair"] == pair) & (df["origin"] == "stream")]
+        assert not stream.index.duplicated().any(), f"{pair}: a live update stored twice"
+
+
+def test_history_fills_the_window_then_the_stream_goes_on(simulator: Simulator) -> None:
+    """history=True: the last 2 minutes are there at once, the seam has no duplicate and no hole, one REST call per pair."""
+    with cr.stream(PAIRS, url=simulator.url, window="2min", history=True) as rates:
+        rates.wait(timeout=20, rows=250)  # 2 min of 1SEC bars = 4 rows x 120 per pair, then live rows
+        wait_until(lambda: (rates.df["origin"] == "stream").sum() >= 20, timeout=20)
+        df = rates.df
+        first_live = df[df["origin"] == "stream"].index.min().value // SEC
+        start = max(df[(df["origin"] == "history") & (df["pair"] == p)].index.min().value // SEC for p in PAIRS)
+        assert first_live - start >= 110, "the window was not filled"
+        check_one_frame(rates, start, int(df.index.max().value // SEC))
+        history_calls = [r for r in simulator.rest.ledger if r.path.endswith("/history")]
+        assert sorted(r.path for r in history_calls) == ["/v1/exchangerate/BTC/USD/history",
+                                                         "/v1/exchangerate/ETH/USD/history"]
+        s = rates.status
+        assert s.rest_credits == simulator.rest.credits and s.rest_rates == simulator.rest.rates
+        assert s.history_error is None and df.index.is_monotonic_increasing
+
+
+@pytest.mark.slow
+def test_three_cuts_are_healed_and_the_frame_has_no_hole_and_no_duplicate(make_simulator: type[Simulator]) -> None:
+    """Three dropped connections: each pair's gap is healed from REST; every second is covered exactly once."""
+    sim = make_simulator(rate_hz=5)
+    with cr.stream(PAIRS, url=sim.url, window="5min", history="1min", backoff_initial=4.0, backoff_cap=4.0) as rates:
+        rates.wait(timeout=20, rows=100)
+        for cut in range(1, 4):
+            n = rates.status.rates
+            wait_until(lambda n=n: rates.status.rates > n + 25, timeout=20)
+            sim.drop_connections()
+            wait_until(lambda cut=cut: rates.status.reconnects == cut and rates.status.state == "connected",
+                       timeout=20)
+            wait_until(lambda cut=cut: len(rates.gaps) == cut * len(PAIRS)
+                       and not (rates.gaps["heal"] == "pending").any(), timeout=20, message=str(rates.gaps))
+        n = rates.status.rates
+        wait_until(lambda: rates.status.rates > n + 10, timeout=20)
+        gaps = rates.gaps
+        assert gaps["healed"].all(), gaps
+        assert (gaps["duration"] > pd.Timedelta("2s")).all()  # the backoff (2-4 s) made each gap hold a whole second
+        df = rates.df
+        healed = df[df["origin"] == "healed"]
+        for gap in gaps.itertuples():
+            whole = range(gap.start.value // SEC + 1, gap.end.value // SEC)  # the seconds no live row touches
+            rows = healed[(healed["pair"] == gap.pair) & (healed.index > gap.start) & (healed.index < gap.end)]
+            assert len(whole) >= 1 and len(rows) == 4 * len(whole), f"{gap}: {len(rows)} healed rows"
+        start = max(df[(df["origin"] == "history") & (df["pair"] == p)].index.min().value // SEC for p in PAIRS)
+        check_one_frame(rates, start, int(df.index.max().value // SEC))
+        assert rates.status.rest_credits == sim.rest.credits
+
+
+def test_healing_within_a_spent_budget_leaves_the_gap_open_and_says_why(make_simulator: type[Simulator]) -> None:
+    """max_history_credits=0: no REST request is made; the fill and each gap say the budget is spent."""
+    sim = make_simulator(rate_hz=5)
+    with cr.stream(PAIRS, url=sim.url, window="1min", history=True, max_history_credits=0,
+                   backoff_initial=4.0, backoff_cap=4.0) as rates:
+        rates.wait(timeout=20, rows=5)
+        assert "budget" in (rates.status.history_error or "")
+        sim.drop_connections()
+        wait_until(lambda: len(rates.gaps) == len(PAIRS), timeout=20)
+        gaps = rates.gaps
+        assert (~gaps["healed"]).all() and gaps["heal"].str.contains("budget").all()
+        assert sim.rest.ledger == [] and set(rates.df["origin"]) == {"stream"}
+
+
+def test_history_rows_keep_their_bars_and_are_recorded_with_their_origin(simulator: Simulator, tmp_path: object) -> None:
+    """ohlc at the history period returns the REST bars themselves; a recording and load() keep the origin."""
+    path = f"{tmp_path}/rates"
+    with cr.stream(["BTC/USD"], url=simulator.url, window="3min", history=True, start=False) as rates:
+        rec = rates.record(path)
+        rates.start()
+        rates.wait(timeout=20, rows=300)
+        wait_until(lambda: (rates.df["origin"] == "stream").sum() >= 5, timeout=20)
+        rec.stop()
+        bars = rates.ohlc("1s", pair="BTC/USD")
+        history_seconds = bars.index[bars["count"] == 4]
+        assert len(history_seconds) >= 100
+        rest = cr.history("BTC/USD", history_seconds[0], history_seconds[-1] + pd.Timedelta("1s"), period="1SEC",
+                          url=simulator.url, progress=False)
+        got = bars.loc[history_seconds, ["open", "high", "low", "close"]]
+        want = rest.loc[history_seconds, ["open", "high", "low", "close"]]
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=0, atol=0)
+    loaded = cr.load(path)
+    assert set(loaded["origin"]) == {"history", "stream"}
+    recorded = int((loaded["origin"] == "history").sum())  # the frame's window may have evicted the oldest since
+    assert recorded % 4 == 0 and recorded >= (rates.df["origin"] == "history").sum()
