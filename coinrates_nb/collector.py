@@ -246,7 +246,7 @@ class Collector(BackgroundThread):
         from .rest import rest_url_for
 
         base = self._history_url or rest_url_for(url)
-        return Filler(base, settings.api_key, self._store_history, max_credits=self._max_history_credits,
+        return Filler(base, settings.api_key, self._store_history, self._on_rates, max_credits=self._max_history_credits,
                       simulated=self._simulated_server)
 
     @property

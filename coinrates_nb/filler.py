@@ -64,15 +64,17 @@ class Filler:
     Args:
         base_url: the REST base URL.
         api_key: the collector's key (``None`` for the simulator).
-        store: ``store(batch, received_ns)``: writes rows into the collector (frame and listeners).
+        store: ``store(batch, received_ns)``: writes REST rows into the collector (frame and listeners).
+        release: ``release(batch, received_ns)``: the collector's live path, for updates held during the fill.
         max_credits: history credits that may be spent per UTC day.
         simulated: the REST server is our simulator (free, no key needed).
     """
 
     def __init__(self, base_url: str, api_key: SecretKey | None, store: Callable[[RateBatch, int], None],
-                 *, max_credits: int, simulated: bool) -> None:
+                 release: Callable[[RateBatch, int], None], *, max_credits: int, simulated: bool) -> None:
         self.client = RestClient(base_url, api_key)
         self.store = store
+        self.release = release
         self._first_live: dict[Pair, TimeNs] = {}
         self.max_credits = max_credits
         self.simulated = simulated
@@ -121,7 +123,7 @@ class Filler:
         self.holding = False
         held, self._held = self._held, []
         for rates, received_ns in held:
-            self.store(rates, received_ns)
+            self.release(rates, received_ns)
 
     # ------------------------------------------------------------------ fill
 

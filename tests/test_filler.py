@@ -50,6 +50,8 @@ def test_history_fills_the_window_then_the_stream_goes_on(simulator: Simulator) 
                                                          "/v1/exchangerate/ETH/USD/history"]
         s = rates.status
         assert s.rest_credits == simulator.rest.credits and s.rest_rates == simulator.rest.rates
+        assert s.rates >= s.rates_today >= (df["origin"] == "stream").sum()  # held live rows took the live path
+        assert set(rates.status.stale_pairs) == set() and rates.latest()["time"].max() >= df.index.max()
         assert s.history_error is None and df.index.is_monotonic_increasing
 
 
