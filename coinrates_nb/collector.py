@@ -383,8 +383,14 @@ class Collector(BackgroundThread):
         asyncio.run_coroutine_threadsafe(apply(), loop).result(timeout)
 
     def subscribe(self, items: str | Iterable[str]) -> Collector:
-        """Add pairs or asset ids to the live subscription (a ``subscribe`` message, §3.1)."""
+        """Add pairs or asset ids to the live subscription (a ``subscribe`` message, §3.1).
+
+        Raises:
+            ConfigError: an item is malformed, or names an asset the server's REST API does not
+                list ("FOO is not a CoinAPI asset"), when the REST side is on.
+        """
         self._mark_subscribed(items)
+        self.check_assets(items)
         self._call(lambda: self.protocol.subscribe(items))
         return self
 
@@ -407,6 +413,28 @@ class Collector(BackgroundThread):
             return True
         base, _, quote = pair.partition("/")
         return pair in items or base in items or quote in items
+
+    def check_assets(self, items: str | Iterable[str] | None = None, timeout: float = 15.0) -> None:
+        """Refuse assets the server does not know (``GET /v1/assets``, cached), when the REST side is on.
+
+        A stream filtered on an unknown asset is silent on the wire; this makes it a clear error.
+        Without the REST side (no key, or history and healing off), only ``status.silent_pairs``
+        will tell. A REST failure is logged and lets the items through.
+
+        Raises:
+            ConfigError: "FOO is not a CoinAPI asset" (with a suggestion when one is close).
+        """
+        filler, loop = self._filler, self._loop
+        wanted = self.protocol.scope.items if items is None else filter_items(items)
+        if filler is None or loop is None or not wanted or not self.running or self._on_loop_thread():
+            return
+        future = asyncio.run_coroutine_threadsafe(filler.client.require_assets(wanted), loop)
+        try:
+            future.result(timeout)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the check is a courtesy: a REST outage must not block streaming
+            logger.info("could not check assets over REST (%s): %s", type(exc).__name__, exc)
 
     def _mark_subscribed(self, items: str | Iterable[str]) -> None:
         """Remember when pairs joined the scope, so ``status.silent_pairs`` counts from then (validates ``items``)."""
@@ -661,9 +689,19 @@ def stream(
         return existing
     collector = Collector(pairs, settings, window=window, max_rows=max_rows, history=history, heal=heal,
                           max_history_credits=max_history_credits, history_url=history_url)
+    if not start:
+        _REGISTRY[key] = collector
+        close_on_rerun(collector, Collector.stop)
+        return collector
+    collector.start()
+    try:
+        collector.check_assets()
+    except ConfigError:
+        collector.stop()
+        raise
     _REGISTRY[key] = collector
     close_on_rerun(collector, Collector.stop)
-    return collector.start() if start else collector
+    return collector
 
 
 @atexit.register

@@ -220,3 +220,17 @@ def test_an_unsubscribed_pair_is_not_reported_stale(simulator: Simulator, monkey
         wait_until(lambda: rates.status.stale_pairs == () and "BTC/EUR" in rates.frame.counts(), timeout=5)
         monkeypatch.setattr(rates, "_in_scope", lambda pair: True)  # the old rule: every pair in the window
         wait_until(lambda: "BTC/EUR" in rates.status.stale_pairs, timeout=20, message="the test cannot fail")
+
+
+def test_an_unknown_asset_is_a_config_error_when_the_rest_side_is_on() -> None:
+    """On the embedded simulator (REST on), FOO/USD is refused by name at stream() and subscribe(); nothing leaks."""
+    before = len(collector_threads())
+    with pytest.raises(ConfigError, match="FOO is not a CoinAPI asset"):
+        cr.stream(["FOO/USD", "BTC/USD"])
+    assert len(collector_threads()) == before
+    with cr.stream(["BTC/USD"]) as rates:
+        with pytest.raises(ConfigError, match="did you mean ETH"):
+            rates.subscribe("ETHH/USD")
+        assert rates.pairs == ("BTC/USD",)
+        rates.subscribe("ETH/USD")
+        assert rates.pairs == ("BTC/USD", "ETH/USD")
