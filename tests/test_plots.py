@@ -71,11 +71,19 @@ class FakeSource:
 
 
 class CommSpy:
-    """Records every message a widget sends instead of a kernel comm."""
+    """Records every message a widget sends instead of a kernel comm.
+
+    ipywidgets < 8.0.5 sends nothing while ``comm.kernel`` is None (no kernel under pytest): an
+    unstarted ipykernel ``Kernel`` (no sockets; not the singleton) lets those versions send too.
+    """
 
     def __init__(self, widget: Any) -> None:
         self.messages: list[tuple[dict[str, Any], list[Any]]] = []
         widget.comm.send = self.send
+        if getattr(widget.comm, "kernel", True) is None:
+            from ipykernel.kernelbase import Kernel
+
+            widget.comm.kernel = Kernel()
 
     def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
         self.messages.append((data, list(buffers or [])))
