@@ -30,7 +30,7 @@ from ._threads import BackgroundThread
 from ._types import Pair, State
 from .batch import RateBatch
 from .config import Settings
-from .exceptions import CollectorError, ConfigError, WaitTimeoutError
+from .exceptions import CollectorError, ConfigError, UnknownAssetError, WaitTimeoutError
 from .frame import RollingFrame
 from .messages import ExchangeRate
 from .protocol import ClientProtocol
@@ -431,7 +431,7 @@ class Collector(BackgroundThread):
         future = asyncio.run_coroutine_threadsafe(filler.client.require_assets(wanted), loop)
         try:
             future.result(timeout)
-        except ConfigError:
+        except UnknownAssetError:
             raise
         except Exception as exc:  # noqa: BLE001 - the check is a courtesy: a REST outage must not block streaming
             logger.info("could not check assets over REST (%s): %s", type(exc).__name__, exc)
@@ -696,7 +696,7 @@ def stream(
     collector.start()
     try:
         collector.check_assets()
-    except ConfigError:
+    except UnknownAssetError:
         collector.stop()
         raise
     _REGISTRY[key] = collector

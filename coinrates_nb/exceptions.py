@@ -48,10 +48,10 @@ class UnknownAssetError(ConfigError, KeyError):
     A ``KeyError`` (a mapping lookup failed) and a ``ConfigError`` (the asset set is configuration).
     """
 
-    def __init__(self, asset: str, known: tuple[str, ...]) -> None:
+    def __init__(self, asset: str, known: tuple[str, ...], message: str | None = None) -> None:
         self.asset = asset
         self.known = known
-        super().__init__(f"unknown asset {asset!r}; known assets: {', '.join(known)}")
+        super().__init__(message or f"unknown asset {asset!r}; known assets: {', '.join(known)}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])

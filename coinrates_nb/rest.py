@@ -74,6 +74,7 @@ from .exceptions import (
     ConfigError,
     MessageError,
     QuotaExceededError,
+    UnknownAssetError,
     ServerError,
     TransportError,
     preview,
@@ -1043,7 +1044,7 @@ class RestClient:
             close = difflib.get_close_matches(asset, list(known), n=1, cutoff=0.75)
             hints.append(f"{asset} (did you mean {close[0]}?)" if close else asset)
         verb = "is not a CoinAPI asset" if len(unknown) == 1 else "are not CoinAPI assets"
-        raise ConfigError(f"{', '.join(hints)} {verb}; a stream of it would stay silent")
+        raise UnknownAssetError(", ".join(unknown), (), f"{', '.join(hints)} {verb}; a stream of it would stay silent")
 
     async def periods(self, refresh: bool = False) -> tuple[Period, ...]:
         """The server's history periods (cached after the first call)."""
