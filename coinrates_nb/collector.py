@@ -27,7 +27,8 @@ from ._inputs import filter_items, span_ns
 from ._loop import close_loop
 from ._secrets import redact_url
 from ._threads import BackgroundThread
-from ._types import Pair, State
+from ._types import State
+from ._views import FrameViews
 from .batch import RateBatch
 from .config import Settings
 from .exceptions import CollectorError, ConfigError, UnknownAssetError, WaitTimeoutError
@@ -68,7 +69,7 @@ _REGISTRY: weakref.WeakValueDictionary[Hashable, Collector] = weakref.WeakValueD
 _ALL: weakref.WeakSet[Collector] = weakref.WeakSet()
 
 
-class Collector(BackgroundThread):
+class Collector(FrameViews, BackgroundThread):
     """Streams exchange rates into a :class:`~coinrates_nb.frame.RollingFrame` from a background thread.
 
     Use :func:`stream` to create one. Reads (``df``, ``latest()``, ``status``) are safe from any
@@ -472,14 +473,6 @@ class Collector(BackgroundThread):
     def latest(self) -> pd.DataFrame:
         """One row per pair: newest rate, its time and its age."""
         return self.frame.latest(now_ns=time.time_ns())
-
-    def wide(self, freq: str | None = None) -> pd.DataFrame:
-        """Time x pair table, one column per pair, forward-filled."""
-        return self.frame.wide(freq=freq)
-
-    def ohlc(self, freq: str = "1min", pair: Pair | None = None) -> pd.DataFrame:
-        """OHLC bars per pair resampled at ``freq``."""
-        return self.frame.ohlc(freq, pair=pair)
 
     @property
     def gaps(self) -> pd.DataFrame:

@@ -27,7 +27,8 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 from .._badge import simulated_html
 from .._inputs import filter_items, pair_list, span_ns, utc, utc_ns
 from .._threads import BackgroundThread
-from .._types import Pair, State, TimeNs
+from .._types import State, TimeNs
+from .._views import FrameViews
 from ..batch import RateBatch
 from ..exceptions import ConfigError, RecordingError, WaitTimeoutError
 from ..frame import RollingFrame
@@ -54,7 +55,7 @@ _RESUME_WAIT: Final = 10.0
 _REPLAYS: weakref.WeakSet[Replay] = weakref.WeakSet()
 
 
-class Replay(BackgroundThread):
+class Replay(FrameViews, BackgroundThread):
     """A recording played back into a :class:`~coinrates_nb.frame.RollingFrame` on a daemon thread.
 
     It quacks like a :class:`~coinrates_nb.Collector`: ``frame``, ``df``, ``latest()``,
@@ -411,14 +412,6 @@ class Replay(BackgroundThread):
     def latest(self) -> pd.DataFrame:
         """One row per pair: newest rate, its time and its age on the replay clock."""
         return self.frame.latest(now_ns=self.now_ns)
-
-    def wide(self, freq: str | None = None) -> pd.DataFrame:
-        """Time x pair table, one column per pair, forward-filled."""
-        return self.frame.wide(freq=freq)
-
-    def ohlc(self, freq: str = "1min", pair: Pair | None = None) -> pd.DataFrame:
-        """OHLC bars per pair resampled at ``freq``."""
-        return self.frame.ohlc(freq, pair=pair)
 
     @property
     def gaps(self) -> pd.DataFrame:
