@@ -74,9 +74,9 @@ from .exceptions import (
     ConfigError,
     MessageError,
     QuotaExceededError,
-    UnknownAssetError,
     ServerError,
     TransportError,
+    UnknownAssetError,
     preview,
 )
 from .retry import backoff
