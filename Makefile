@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 VENV_MIN := .venv-min
 PY_MIN   := $(VENV_MIN)/bin/python
 
-.PHONY: demo test test-min bench bench-quick lint typecheck browser-deps clean
+.PHONY: demo test test-min bench bench-quick lint typecheck browser-deps dashboard clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ $(VENV_MIN)/.min: pyproject.toml scripts/min_requirements.py
 test-min: $(VENV_MIN)/.min
 	$(PY_MIN) scripts/min_requirements.py --with hub --check
 	$(PY_MIN) -m pytest -m "not browser"
+
+# The desk dashboard as a web app: a hub (one upstream connection: CoinAPI with COINAPI_KEY, else the
+# simulator) with an embedded nats-server, and Voila serving notebooks/05_desk_dashboard.ipynb on
+# 127.0.0.1:$(DASHBOARD_PORT); every viewer's kernel reads from the hub. `make dashboard NATS=nats://host:4222`
+# serves it for a hub already running there instead. Ctrl-C stops everything.
+DASHBOARD_PAIRS ?= BTC/USD,ETH/USD,BTC/EUR
+DASHBOARD_PORT  ?= 8866
+dashboard: $(VENV)/.test
+	$(PY) -m coinrates_nb hub --pairs $(DASHBOARD_PAIRS) --dashboard-port $(DASHBOARD_PORT) \
+		--notebook notebooks/05_desk_dashboard.ipynb $(if $(NATS),--dashboard-only --nats $(NATS),--dashboard)
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/run_all.py

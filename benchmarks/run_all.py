@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = ("bench_parse.py", "bench_ingest.py", "bench_frame.py", "bench_refresh.py")
 """Scripts in the order their figures appear in the issue; any other bench_*.py runs after them."""
 
-TIMEOUT = {"full": 420.0, "quick": 90.0}
+TIMEOUT = {"full": 420.0, "quick": 150.0}
 """Seconds one script may take before it counts as crashed."""
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m coinrates_nb demo`` streams for a few seconds and writes a chart and a dataset.
+"""Command line: ``python -m coinrates_nb demo`` streams for a few seconds and writes a chart and a dataset;
+``python -m coinrates_nb hub --pairs BTC/USD,ETH/USD [--nats URL]`` runs a hub (``--dashboard``: and the desk dashboard).
 
 This is the one place that writes to the terminal: it is the program's user interface, not the
 library (which only logs).
@@ -74,6 +75,67 @@ def _table_from(frame: pd.DataFrame) -> str:
     return "\n".join(f"{pair:<10} {row['rate']:>16,.4f}  {row['time'].isoformat()}" for pair, row in last.iterrows())
 
 
+def hub(args: argparse.Namespace) -> int:
+    """Run a hub until Ctrl-C/SIGTERM (or ``--seconds``): one upstream connection published to NATS.
+
+    With ``--dashboard`` it also serves the desk dashboard notebook with Voilà on 127.0.0.1,
+    reading from this hub (``--dashboard-only``: from the hub already at ``--nats``).
+    """
+    import signal
+    import threading
+
+    from .exceptions import CoinratesError
+    from .hub import Hub, serve_dashboard
+
+    pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    made: Hub | None = None
+    voila = None
+    try:
+        if args.dashboard_only:
+            if not args.nats:
+                print("--dashboard-only needs --nats URL of a running hub", file=sys.stderr)
+                return 2
+            url = args.nats
+        else:
+            made = Hub(pairs, nats_url=args.nats, retention=args.retention, drop_after=args.drop_after,
+                       prefix=args.prefix, store_dir=args.store_dir, rate_hz=args.rate_hz, seed=args.seed).start()
+            url = made.nats_url or ""
+            source = "SIMULATED data (no COINAPI_KEY)" if made.settings.simulated else "CoinAPI"
+            print(f"coinrates_nb hub: {source} for {', '.join(pairs)} -> {url}", flush=True)
+            print(f"consumers: cr.stream({pairs!r}, url={url!r})", flush=True)
+        if args.url_file:
+            Path(args.url_file).write_text(url + "\n")
+        if args.dashboard or args.dashboard_only:
+            voila, page = serve_dashboard(url, notebook=args.notebook, port=args.dashboard_port)
+            print(f"desk dashboard (Voila): {page}", flush=True)
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
+        while not done.wait(args.every):
+            if made is not None:
+                print(made.status.summary(), flush=True)
+            if voila is not None and voila.poll() is not None:
+                print(f"Voila exited with {voila.returncode}", file=sys.stderr)
+                return 1
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except CoinratesError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if voila is not None:
+            voila.terminate()
+            try:
+                voila.wait(10)
+            except Exception:  # noqa: BLE001 - a Voila that ignores SIGTERM is killed
+                voila.kill()
+        if made is not None:
+            made.stop()
+            print(made.status.summary(), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m coinrates_nb``."""
     parser = argparse.ArgumentParser(prog="python -m coinrates_nb", description=__doc__)
@@ -84,9 +146,28 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--pairs", nargs="+", default=list(DEMO_PAIRS))
     d.add_argument("--rate-hz", type=float, default=5.0, help="simulated updates per pair per second")
     d.add_argument("-v", "--verbose", action="store_true")
+    h = sub.add_parser("hub", help="one upstream connection for a team, published to NATS JetStream (and a dashboard)")
+    h.add_argument("--pairs", default=",".join(DEMO_PAIRS), help="comma-separated pairs or asset ids always carried")
+    h.add_argument("--nats", default=None, help="NATS URL (default: start an embedded nats-server on 127.0.0.1)")
+    h.add_argument("--retention", default="24h", help="how long JetStream keeps updates")
+    h.add_argument("--drop-after", default="10min", help="drop a pair consumers asked for once unwanted this long")
+    h.add_argument("--prefix", default="coinrates", help="subject/stream prefix (one hub per prefix)")
+    h.add_argument("--store-dir", default=None, help="the embedded nats-server's JetStream folder (default: temporary)")
+    h.add_argument("--rate-hz", type=float, default=5.0, help="simulated updates per pair per second (no key)")
+    h.add_argument("--seed", type=int, default=None)
+    h.add_argument("--url-file", default=None, help="write the URL consumers use to this file once ready")
+    h.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    h.add_argument("--every", type=float, default=5.0, help="seconds between status lines")
+    h.add_argument("--dashboard", action="store_true", help="also serve the desk dashboard with Voila")
+    h.add_argument("--dashboard-only", action="store_true", help="serve the dashboard for the hub at --nats")
+    h.add_argument("--dashboard-port", type=int, default=None, help="Voila's port (default: a free one)")
+    h.add_argument("--notebook", default="notebooks/05_desk_dashboard.ipynb")
+    h.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "hub":
+        return hub(args)
     return demo(args.seconds, args.out, tuple(args.pairs), args.rate_hz)
 
 

@@ -616,7 +616,7 @@ def _session_class(url: str | None) -> Any:
     ``Collector._on_rates``), so a consumer of the hub is the same collector.
     """
     if url is not None and url.split("://", 1)[0].lower() in ("nats", "tls"):
-        from .hub.consumer import NatsSession  # type: ignore[import-not-found, unused-ignore]  # lazy: nats-py
+        from .hub.consumer import NatsSession  # lazy: nats-py loads only for hub consumers
 
         return NatsSession
     from .client import Session

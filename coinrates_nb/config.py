@@ -53,6 +53,9 @@ so the bound is the 32-bit one a server-side int can hold."""
 
 _DEFAULT_PORTS: Final = {"ws": 80, "wss": 443}
 
+NATS_SCHEMES: Final = ("nats", "tls")
+"""URL schemes of a hub's NATS server (``cr.stream(url="nats://host:4222")``): no API key is sent there."""
+
 _HOSTNAME: Final = re.compile(r"(?i)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
 """A DNS name after IDNA encoding (underscores tolerated: some private hosts have them)."""
 
@@ -110,7 +113,7 @@ def key_allowed(url_key_was_for: str, redirect_url: str) -> bool:
 
 
 def _check_url(url: Any) -> str:
-    """``url`` if it is a usable ``ws://``/``wss://`` URL, else a ``ConfigError`` that says what is wrong.
+    """``url`` if it is a usable ``ws://``/``wss://`` (or a hub's ``nats://``/``tls://``) URL, else a ``ConfigError``.
 
     Only called on URLs whose key and user-info :func:`split_url_key` already took out, so the
     URL in a message is safe to show (``redact_url`` applied anyway).
@@ -123,13 +126,14 @@ def _check_url(url: Any) -> str:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
     except ValueError as exc:
         raise ConfigError(f"url is malformed ({exc}): {shown!r}; write it like 'wss://host:port/path'") from None
-    if parts.scheme.lower() not in _DEFAULT_PORTS:
-        raise ConfigError(f"url must start with ws:// or wss://, got scheme {parts.scheme!r} in {shown!r}")
+    if parts.scheme.lower() not in _DEFAULT_PORTS and parts.scheme.lower() not in NATS_SCHEMES:
+        raise ConfigError(f"url must start with ws:// or wss:// (CoinAPI, a simulator) or nats:// or tls:// "
+                          f"(a hub), got scheme {parts.scheme!r} in {shown!r}")
     host = parts.hostname
     if not host:
         raise ConfigError(f"url has no host: {shown!r}; write it like 'wss://host/'")
     if parts.fragment:
-        raise ConfigError(f"url must not have a #fragment (WebSocket URLs have none): {shown!r}")
+        raise ConfigError(f"url must not have a #fragment (WebSocket and NATS URLs have none): {shown!r}")
     if ":" in host:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
