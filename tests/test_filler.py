@@ -110,7 +110,8 @@ def test_history_rows_keep_their_bars_and_are_recorded_with_their_origin(simulat
         wait_until(lambda: (rates.df["origin"] == "stream").sum() >= 5, timeout=20)
         rec.stop()
         bars = rates.ohlc("1s", pair="BTC/USD")
-        history_seconds = bars.index[bars["count"] == 4]
+        # the last history bar may be the period still running when it was fetched: its later REST value can differ
+        history_seconds = bars.index[bars["count"] == 4][:-1]
         assert len(history_seconds) >= 100
         rest = cr.history("BTC/USD", history_seconds[0], history_seconds[-1] + pd.Timedelta("1s"), period="1SEC",
                           url=simulator.url, progress=False)
