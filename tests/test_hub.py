@@ -223,7 +223,8 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
     n = hub.status.published
     wait_until(lambda: all(r.status.rates >= n + 20 for r in consumers), timeout=20)
     assert sim.total_connections == 1 and sim.connections == 1
-    wait_until(lambda: all((links(r)["upstream"] or {}).get("state") == "connected" for r in consumers), timeout=5,
+    wait_until(lambda: all((links(r)["upstream"] or {}).get("state") == "connected"
+                           and (links(r)["upstream"] or {}).get("rates_billed", 0) > 0 for r in consumers), timeout=5,
                message="the consumers did not read the hub's health")
     for rates in consumers:
         s = rates.status

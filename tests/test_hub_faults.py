@@ -218,7 +218,18 @@ def test_a_hub_whose_lease_was_taken_stops_publishing(make_simulator: MakeSim, m
     asyncio.run(steal())
     wait_until(lambda: hub.status.state == "fenced", timeout=10, message="the hub did not notice")
     assert "took over" in (hub.status.last_error or "")
-    published = hub.status.published
     wait_until(lambda: hub.collector is not None and not hub.collector.running, timeout=10)
+    # a window sent before the fence may still be acknowledged; after that nothing more reaches the stream
+    wait_until(lambda: hub._in_flight == 0, timeout=10, message="the window in flight was never settled")
+
+    async def last_seq() -> int:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        info = await nc.jetstream().stream_info(wire.Layout().stream)
+        await nc.close()
+        return int(info.state.last_seq)
+
+    published, seq = hub.status.published, asyncio.run(last_seq())
     time.sleep(0.5)  # nothing may be published any more: observe a quiet interval
-    assert hub.status.published == published and sim.connections == 0
+    assert hub.status.published == published and asyncio.run(last_seq()) == seq and sim.connections == 0
