@@ -261,3 +261,31 @@ def test_stop_joins_outside_its_lock_and_is_idempotent(dataset: Path, replays: l
     assert player.status.state == "stopped" and not player.done.is_set()
     player.start().join(timeout=20 * SLOW)  # resumes where it stopped: every row once
     assert len(player.frame) == 10
+
+
+def test_a_replay_keeps_where_each_row_came_from(tmp_path: Path) -> None:
+    """history/healed/stream rows keep their origin through record -> load -> replay (DuckDB reads the file too)."""
+    duckdb = pytest.importorskip("duckdb")
+    t0 = pd.Timestamp("2026-01-05 12:00", tz="UTC")
+    origins = ["history", "history", "stream", "healed", "stream", "stream"]
+    frame = pd.DataFrame({
+        "pair": ["BTC/USD"] * 6, "base": ["BTC"] * 6, "quote": ["USD"] * 6,
+        "rate": [100.0, 101.0, 102.0, 103.0, 104.0, 105.0], "rate_type": ["UNSPECIFIED"] * 6,
+        "received_at": [t0 + pd.Timedelta(seconds=i // 2) for i in range(6)], "source": ["simulated"] * 6,
+        "origin": origins,
+    }, index=pd.DatetimeIndex([t0 + pd.Timedelta(seconds=i) for i in range(6)], name="time"))
+    for speed in (None, 20.0):  # all in one chunk, and paced: two rows at a time, from later positions
+        seen: list[tuple[int, int]] = []
+        replay = cr.replay(frame, speed=speed, start=False, progress=False)
+        replay.add_listener(lambda batch, _received, seen=seen: seen.append((len(batch), batch.origin)))
+        replay.start().join(timeout=10 * SLOW)
+        assert replay.df["origin"].tolist() == origins and replay.df["rate"].tolist() == frame["rate"].tolist()
+        assert seen == [(2, 1), (1, 0), (1, 2), (2, 0)]  # one batch per receive time and origin
+    with pytest.raises(cr.ConfigError, match="origins"):
+        cr.replay(frame.assign(origin="guessed"))
+    again = cr.replay(frame, speed=None, start=False, progress=False)
+    recorder = again.record(tmp_path / "rec")  # the replay recorded anew: the dataset, read by DuckDB, keeps them
+    again.start().join(timeout=10)
+    recorder.stop()
+    got = duckdb.sql(f"select origin from read_parquet('{tmp_path / 'rec'}/**/*.parquet') order by rate").fetchall()
+    assert [g[0] for g in got] == origins

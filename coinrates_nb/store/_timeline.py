@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from .._types import FilterItem, Pair, TimeNs, split_pair
-from ..batch import RateKey
+from ..batch import ORIGINS, STREAM, RateKey
 from ..exceptions import ConfigError
 from .dataset import _matches
 
@@ -44,7 +44,8 @@ class Timeline:
 
     ``code`` indexes ``pair_names`` (the scope works per pair); ``key`` indexes ``keys``, the
     ``(base, quote, rate_type)`` of each row, so a slice becomes a :class:`RateBatch` without
-    touching a string.
+    touching a string. ``origin`` indexes :data:`~coinrates_nb.batch.ORIGINS` (stream, history,
+    healed), so a replayed frame says where each row came from, as the recorded one did.
     """
 
     time: npt.NDArray[np.int64]
@@ -52,6 +53,7 @@ class Timeline:
     code: npt.NDArray[np.intp]
     key: npt.NDArray[np.intp]
     rate: npt.NDArray[np.float64]
+    origin: npt.NDArray[np.int8]
     keys: list[RateKey]
     pair_names: tuple[Pair, ...]
     sources: tuple[str, ...]
@@ -61,10 +63,10 @@ class Timeline:
         """Build from a DataFrame with a ``time`` index (or column), ``pair`` and ``rate``.
 
         ``received_at`` paces the replay; without it the wire time does. ``rate_type`` defaults
-        to ``"UNSPECIFIED"``.
+        to ``"UNSPECIFIED"``, ``origin`` to ``"stream"``.
 
         Raises:
-            ConfigError: If a column is missing or a pair is not ``BASE/QUOTE``.
+            ConfigError: If a column is missing, a pair is not ``BASE/QUOTE`` or an origin is unknown.
         """
         if "time" in frame.columns:
             frame = frame.set_index("time")
@@ -94,6 +96,7 @@ class Timeline:
         sources = (tuple(sorted(map(str, pd.unique(np.asarray(frame["source"], dtype=object)))))
                    if "source" in frame.columns else ())
         return cls(
+            origin=_origins(frame, order),
             time=times[order],
             received=received[order],
             code=codes.astype(np.intp),
@@ -106,3 +109,16 @@ class Timeline:
 
     def __len__(self) -> int:
         return len(self.time)
+
+
+def _origins(frame: pd.DataFrame, order: npt.NDArray[np.intp]) -> npt.NDArray[np.int8]:
+    """Each row's index into ``ORIGINS``, in arrival order (``stream`` where the column is absent or null)."""
+    if "origin" not in frame.columns:
+        return np.full(len(order), STREAM, np.int8)
+    codes, names = pd.factorize(np.asarray(frame["origin"], dtype=object)[order], use_na_sentinel=True)
+    unknown = sorted(str(n) for n in names if n not in ORIGINS)
+    if unknown:
+        raise ConfigError(f"a replay needs origins among {', '.join(ORIGINS)}; got {', '.join(unknown)}")
+    lookup = np.array([ORIGINS.index(str(n)) for n in names] + [STREAM], np.int8)  # -1 (null) -> the last: stream
+    origins: npt.NDArray[np.int8] = lookup[codes]
+    return origins

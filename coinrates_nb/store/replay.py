@@ -293,30 +293,41 @@ class Replay(FrameViews, BackgroundThread):
         """Store rows ``[pos, end)`` that are in scope with one ``frame.extend``, then tell the listeners.
 
         Listeners get one batch per run of equal receive times: what the collector stored together.
+        A run of rows of one origin (stream, history, healed) is one batch, so the origin is kept.
         """
         t = self._timeline
         keep = self._mask[t.code[pos:end]]
         sel: slice | npt.NDArray[np.intp] = slice(pos, end) if keep.all() else pos + np.flatnonzero(keep)
         kept = int(keep.sum())
         if kept:
-            rates = RateBatch(t.keys, t.key[sel], t.time[sel], t.rate[sel])
-            received = t.received[sel]
-            self.frame.extend(rates, received)
-            listeners = self._listeners
-            if listeners:
-                bounds = [0, *(np.flatnonzero(np.diff(received)) + 1).tolist(), kept]
-                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-                    part = rates if hi - lo == kept else rates.take(slice(lo, hi))
-                    rns = int(received[lo])
-                    for listener in listeners:
-                        try:
-                            listener(part, rns)
-                        except Exception:  # noqa: BLE001 - a broken listener must not stop the replay
-                            logger.exception("rate listener %r failed", listener)
+            origin = t.origin[sel]
+            runs = [0, *(np.flatnonzero(np.diff(origin)) + 1).tolist(), kept]
+            rows = None if len(runs) == 2 else np.arange(pos, end) if isinstance(sel, slice) else sel
+            for lo, hi in zip(runs[:-1], runs[1:], strict=True):
+                part = sel if rows is None else rows[lo:hi]
+                self._store(RateBatch(t.keys, t.key[part], t.time[part], t.rate[part], int(origin[lo])),
+                            t.received[part])
         self._stored += kept
         self._pos = end
         if self._bar is not None:
             self._bar.update(end - pos)
+
+    def _store(self, rates: RateBatch, received: npt.NDArray[np.int64]) -> None:
+        """One ``frame.extend`` of rows of one origin, then the listeners, one batch per receive time."""
+        self.frame.extend(rates, received)
+        listeners = self._listeners
+        if not listeners:
+            return
+        n = len(rates)
+        bounds = [0, *(np.flatnonzero(np.diff(received)) + 1).tolist(), n]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            part = rates if hi - lo == n else rates.take(slice(lo, hi))
+            rns = int(received[lo])
+            for listener in listeners:
+                try:
+                    listener(part, rns)
+                except Exception:  # noqa: BLE001 - a broken listener must not stop the replay
+                    logger.exception("rate listener %r failed", listener)
 
     def _finish(self) -> None:
         """Mark the replay done and close the progress bar."""
