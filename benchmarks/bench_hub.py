@@ -7,10 +7,13 @@ its embedded nats-server (this process), and each consumer (``--consume``), a pl
 * **throughput**: updates stored per second, summed over the consumers (target >= 10,000/s);
 * **latency**: from the hub receiving an update from upstream to the consumer having stored it
   (``Coinrates-Hub-Received`` header to after ``Collector._on_rates``), p50/p99 over every
-  update of the window, all consumers pooled (target p99 <= 50 ms on loopback). The consumers
-  first catch up with their window fill and warm up, then all measure the same wall-clock
-  window. Ten consumer processes plus hub, broker and simulator share the machine's cores, so
-  on a 2-core machine the tail is scheduling: read it with the load average printed beside it;
+  update of the window, all consumers pooled (target p99 <= 50 ms on loopback), and its two legs
+  per update: hub receive -> JetStream stored (the ack's timestamp on the delivery: the hub's
+  collector, queue and publish window) and JetStream stored -> consumer store (the server's
+  fan-out to ten push consumers, then the consumer's parse and store). The consumers first
+  catch up with their window fill and warm up, then all measure the same wall-clock window.
+  Ten consumer processes plus hub, broker and simulator share the machine's cores, so on a
+  2-core machine the tail is scheduling: read it with the load average printed beside it;
 * **CPU per consumer**: the consumer process's CPU time over the window, in % of one core.
 
 Then the same 10 notebooks connect to the simulator directly (``--direct``): upstream
@@ -26,16 +29,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from _common import machine_line, print_table, record  # noqa: E402
 
 SCRIPT = "bench_hub.py"
+T = TypeVar("T")
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "LTC/USD", "DOT/USD", "LINK/USD",
          "AVAX/USD"]
 CONSUMERS = 10
@@ -96,21 +101,30 @@ def consume(url: str, warmup: float, seconds: float) -> int:
         time.sleep(warmup)
         print("ready", flush=True)
         sys.stdin.readline()  # "go": every consumer measures the same wall-clock window
-        samples = getattr(session, "latency_ns", None)
-        if samples is not None:
-            samples.clear()
+        samples = getattr(session, "latency_ns", None)  # a hub consumer's samples: taken and cleared on its
+        hub_leg = getattr(session, "hub_leg_ns", None)  # loop thread, so the two series stay aligned per update
+        on_loop(rates, lambda: [kept.clear() for kept in (samples, hub_leg) if kept is not None])
         n0, cpu0, t0, w0 = rates.status.rates, time.process_time(), time.perf_counter(), time.time()
         time.sleep(seconds)
         n1, cpu1, t1, w1 = rates.status.rates, time.process_time(), time.perf_counter(), time.time()
-        latency = np.asarray(list(samples or ()), np.int64) / 1e6
+        total_ns, first_ns = on_loop(rates, lambda: (list(samples or ()), list(hub_leg or ())))
+        latency = np.asarray(total_ns, np.int64) / 1e6
+        first = np.asarray(first_ns, np.int64) / 1e6  # hub receive -> JetStream stored
         status = rates.status
         print(json.dumps({"rates": n1 - n0, "seconds": t1 - t0, "cpu_s": cpu1 - cpu0, "from": w0, "to": w1,
-                          "latency_ms": latency.tolist() if len(latency) <= 400_000 else latency[::2].tolist(),
+                          "latency_ms": latency.tolist(), "hub_leg_ms": first.tolist(),
                           "connections": status.connections, "duplicates": status.duplicates,
                           "state": status.state}), flush=True)
     finally:
         rates.stop()
     return 0
+
+
+def on_loop(rates: Any, fn: Callable[[], T]) -> T:
+    """``fn()`` run on the collector's loop thread (where its session appends samples), its result here."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+    rates._loop.call_soon_threadsafe(lambda: done.set_result(fn()))
+    return done.result(10)
 
 
 # ------------------------------------------------------------------------------------ orchestration
@@ -213,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency = np.concatenate([np.asarray(r["latency_ms"], float) for r in via_hub])
         p50, p99 = (float(v) for v in np.percentile(latency, [50, 99])) if len(latency) else (float("nan"),) * 2
         p99_each = [float(np.percentile(r["latency_ms"], 99)) for r in via_hub if r["latency_ms"]]
+        hub_leg = np.concatenate([np.asarray(r["hub_leg_ms"], float) for r in via_hub])  # aligned with latency
+        legs = {"hub receive -> JetStream stored": hub_leg, "JetStream stored -> consumer store": latency - hub_leg}
+        leg_pct = {name: np.percentile(v, [50, 99]) if len(v) else (float("nan"),) * 2 for name, v in legs.items()}
         cpu_each = [100 * r["cpu_s"] / r["seconds"] for r in via_hub]
 
         # --- the same ten notebooks, each with its own upstream connection
@@ -234,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("latency hub receive -> consumer store, p50", f"{p50:,.2f} ms   ({len(latency):,} updates)"),
         ("latency hub receive -> consumer store, p99", f"{p99:,.2f} ms   (target <= {TARGET_P99_MS:g} ms; "
                                                        f"per consumer {min(p99_each):,.1f}-{max(p99_each):,.1f} ms)"),
+        *((f"  {name}, p50 / p99", f"{lo:,.2f} / {hi:,.2f} ms") for name, (lo, hi) in leg_pct.items()),
         ("CPU per consumer", f"{np.median(cpu_each):,.1f} % of a core   [{min(cpu_each):,.1f}-{max(cpu_each):,.1f}]"),
         ("CPU of the hub process", f"{hub_cpu_pct:,.1f} % of a core (upstream collector + publisher)"),
         ("duplicates stored by consumers", f"{sum(r['duplicates'] for r in via_hub)}"),

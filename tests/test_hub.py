@@ -88,6 +88,15 @@ def make_consumer() -> Iterator[MakeConsumer]:
         rates.stop()
 
 
+def on_loop(rates: cr.Collector, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on the collector's loop thread (where its session writes), its result here."""
+    async def call() -> Any:
+        return fn()
+
+    assert rates._loop is not None
+    return asyncio.run_coroutine_threadsafe(call(), rates._loop).result(10)
+
+
 def fast_sim(make_simulator: Callable[..., Simulator], rate_hz: float = 50) -> Simulator:
     return make_simulator(rate_hz=rate_hz)
 
@@ -235,6 +244,9 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
         assert both["nats"]["connected"] and both["nats"]["stream_seq"] > 0
         assert both["upstream"]["state"] == "connected" and both["upstream"]["source"] == "simulated"
         assert both["upstream"]["rates_billed"] > 0
+        session = rates._session  # per update: hub receive -> JetStream stored <= hub receive -> stored here
+        total, first = on_loop(rates, lambda: (list(session.latency_ns), list(session.hub_leg_ns)))  # noqa: B023
+        assert len(total) == len(first) > 0 and all(0 <= a <= b for a, b in zip(first, total, strict=True))
     hs = hub.status
     assert hs.state == "running" and hs.consumers == 3 and hs.simulated and hs.rates_billed >= hs.published > 0
     assert "SIMULATED" in repr(hub) and "published" in hs.summary()

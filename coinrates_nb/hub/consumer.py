@@ -152,6 +152,8 @@ class NatsSession:
         """Messages the stream holds for this consumer beyond the last one taken (JetStream's count)."""
         self.latency_ns: deque[int] = deque(maxlen=LATENCY_SAMPLES)
         """Per update: from the hub receiving it to this session having stored it (ns)."""
+        self.hub_leg_ns: deque[int] = deque(maxlen=LATENCY_SAMPLES)
+        """Per update, the first part of ``latency_ns``: from the hub receiving it to JetStream storing it (ns)."""
         self.backfilled = 0
         self.remade = 0
         """Times the JetStream consumer was remade on a live connection (missed deliveries, scope changes)."""
@@ -481,7 +483,7 @@ class NatsSession:
                 arrived.clear()
                 msgs, got[:] = list(got), []
                 frames: list[str] = []
-                stamps: list[int] = []
+                stamps: list[tuple[int, int]] = []
                 last_reply = None
                 for msg in msgs:
                     ack = wire.parse_ack(msg.reply) if msg.reply else None
@@ -493,7 +495,7 @@ class NatsSession:
                         break
                     pair = self.layout.pair_of(msg.subject)
                     if pair is not None and new(*pair) and not had(*pair):
-                        self._take(msg, frames, stamps)
+                        self._take(msg, frames, stamps, ack.timestamp_ns)
                     if ack.pending == 0:
                         done = True
                         break
@@ -520,7 +522,7 @@ class NatsSession:
         self._last_activity = time.monotonic()
         received = time.time_ns()
         frames: list[str] = []
-        stamps: list[int] = []
+        stamps: list[tuple[int, int]] = []
         layout, match = self.layout, self._match
         events = layout.events + "."
         last_reply: str | None = None
@@ -559,7 +561,7 @@ class NatsSession:
                 frames, stamps = [], []
                 self._deliver_origin(msg, headers[HEADER_ORIGIN], received)
                 continue
-            self._take(msg, frames, stamps)
+            self._take(msg, frames, stamps, ack.timestamp_ns)
         self._deliver(frames, stamps, received)
         if last_reply is not None and self._nc is not None:
             await self._nc.publish(last_reply, b"")  # AckPolicy.ALL: everything up to here is stored
@@ -579,8 +581,8 @@ class NatsSession:
             await self._nc.publish(msg.reply, b"")
         return False
 
-    def _take(self, msg: Msg, frames: list[str], stamps: list[int]) -> None:
-        """Queue one update's payload (the CoinAPI wire JSON) and the hub's receive time."""
+    def _take(self, msg: Msg, frames: list[str], stamps: list[tuple[int, int]], stream_ns: int) -> None:
+        """Queue one update's payload (the CoinAPI wire JSON), the hub's receive time and JetStream's store time."""
         try:
             frames.append(msg.data.decode())
         except UnicodeDecodeError:
@@ -588,9 +590,9 @@ class NatsSession:
             return
         headers = msg.headers
         raw = headers.get(HEADER_HUB_RECEIVED) if headers is not None else None
-        stamps.append(int(raw) if raw is not None and raw.isdigit() else 0)
+        stamps.append((int(raw) if raw is not None and raw.isdigit() else 0, stream_ns))
 
-    def _deliver(self, frames: list[str], stamps: list[int], received: int) -> None:
+    def _deliver(self, frames: list[str], stamps: list[tuple[int, int]], received: int) -> None:
         """Hand payloads to the protocol (parse, time checks, dedupe, counters) and store the fresh rows."""
         if not frames:
             return
@@ -604,7 +606,10 @@ class NatsSession:
             self.sink(rates, received)
             self._delivered = True
         stored = time.time_ns()
-        self.latency_ns.extend(stored - t for t in stamps if t)
+        for hub_ns, stream_ns in stamps:
+            if hub_ns:
+                self.latency_ns.append(stored - hub_ns)
+                self.hub_leg_ns.append(stream_ns - hub_ns)
 
     def _deliver_origin(self, msg: Msg, origin: str, received: int) -> None:
         """An update the hub marked as not live (REST history, a healed gap): parsed, stored with its origin.
