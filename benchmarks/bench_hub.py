@@ -13,7 +13,8 @@ its embedded nats-server (this process), and each consumer (``--consume``), a pl
   fan-out to ten push consumers, then the consumer's parse and store). The consumers first
   catch up with their window fill and warm up, then all measure the same wall-clock window.
   Ten consumer processes plus hub, broker and simulator share the machine's cores, so on a
-  2-core machine the tail is scheduling: read it with the load average printed beside it;
+  2-core machine the tail is scheduling: read it with the CPU that other programs used during
+  the window (the machine's, from ``/proc/stat``, less this benchmark's processes), printed beside it;
 * **CPU per consumer**: the consumer process's CPU time over the window, in % of one core.
 
 Then the same 10 notebooks connect to the simulator directly (``--direct``): upstream
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import subprocess
 import sys
@@ -151,8 +153,28 @@ class SimProcess:
         self.proc.wait(30)
 
 
-def run_consumers(url: str, sizes: Sizes) -> list[dict[str, Any]]:
-    """Start ``CONSUMERS`` consumer processes on ``url``; return what each measured."""
+def cpu_seconds(pids: Sequence[int]) -> tuple[float, float]:
+    """CPU seconds used so far by the whole machine (all cores) and by ``pids``; ``nan`` off Linux."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        machine = (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
+        ours = 0.0
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ours += (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+        return machine, ours
+    except (OSError, ValueError, IndexError):
+        return float("nan"), float("nan")
+
+
+def run_consumers(url: str, sizes: Sizes, ours: Sequence[int]) -> tuple[list[dict[str, Any]], float]:
+    """Start ``CONSUMERS`` consumer processes on ``url``; return what each measured and the CPU of other programs.
+
+    The second figure is the machine's CPU over the measured window less that of this benchmark's
+    own processes (``ours``: simulator, hub, nats-server; the consumers report theirs), in % of one
+    core: what else was running, which is what a latency tail on a small machine mostly is.
+    """
     env = {**os.environ, "COINAPI_KEY": ""}
     procs = [subprocess.Popen([sys.executable, __file__, "--consume", url, str(sizes.warmup), str(sizes.seconds)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -162,17 +184,26 @@ def run_consumers(url: str, sizes: Sizes) -> list[dict[str, Any]]:
         line = proc.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"a consumer failed before measuring (said {line!r})")
+    machine0, ours0, t0 = (*cpu_seconds(ours), time.perf_counter())
     for proc in procs:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
+    lines = []
+    for proc in procs:  # each prints its figures at the end of the window, then stops
+        assert proc.stdout is not None
+        lines.append(proc.stdout.readline())
+        if len(lines) == 1:
+            machine1, ours1, t1 = (*cpu_seconds(ours), time.perf_counter())
     results = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=120 + sizes.seconds)
-        if proc.returncode != 0:
+    for proc, line in zip(procs, lines, strict=True):
+        proc.communicate(timeout=120 + sizes.seconds)
+        if proc.returncode != 0 or not line.strip():
             raise RuntimeError(f"a consumer failed (exit {proc.returncode})")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+        results.append(json.loads(line))
+    consumers_cpu = sum(r["cpu_s"] for r in results)
+    others = 100 * (machine1 - machine0 - (ours1 - ours0) - consumers_cpu) / max(1e-9, t1 - t0)
+    return results, others if math.isnan(others) else max(0.0, others)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             sampler = threading.Thread(target=sample_hub, daemon=True)
             sampler.start()
-            via_hub = run_consumers(hub.nats_url or "", sizes)
+            server = hub.server
+            ours = [sim.proc.pid, os.getpid(), *([server.pid] if server is not None and server.pid else [])]
+            via_hub, others_pct = run_consumers(hub.nats_url or "", sizes, ours)
             sampling.set()
             sampler.join()
         finally:
@@ -234,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # --- the same ten notebooks, each with its own upstream connection
         before = sim.stats()
-        direct = run_consumers(sim.url, sizes)
+        direct, _ = run_consumers(sim.url, sizes, [sim.proc.pid])
         after = sim.stats()
         direct_connections = after["total_connections"] - before["total_connections"]
         direct_seconds = float(np.median([r["seconds"] for r in direct]))
@@ -254,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         *((f"  {name}, p50 / p99", f"{lo:,.2f} / {hi:,.2f} ms") for name, (lo, hi) in leg_pct.items()),
         ("CPU per consumer", f"{np.median(cpu_each):,.1f} % of a core   [{min(cpu_each):,.1f}-{max(cpu_each):,.1f}]"),
         ("CPU of the hub process", f"{hub_cpu_pct:,.1f} % of a core (upstream collector + publisher)"),
+        ("CPU of other programs meanwhile", f"{others_pct:,.0f} % of a core, of {100 * (os.cpu_count() or 1)} % "
+                                            "(the machine less this benchmark's processes)"),
         ("duplicates stored by consumers", f"{sum(r['duplicates'] for r in via_hub)}"),
         ("upstream connections: hub / 10 direct", f"{hub_connections} / {direct_connections}"),
         ("rates billed per second: hub / 10 direct", f"{hub_billed_rate:,.0f} / {direct_billed_rate:,.0f}   "
@@ -273,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
            "ratio", script=SCRIPT, note=f"{direct_connections} vs {hub_connections}")
     record("rates billed, 10 notebooks direct / via one hub", ratio, "ratio", script=SCRIPT,
            note=f"{direct_billed_rate:,.0f} vs {hub_billed_rate:,.0f} per second")
+    record("hub: CPU of other programs during the window", others_pct, "% core", script=SCRIPT,
+           note="a latency tail on a small machine is mostly this")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\ntargets {'met' if ok_rate and ok_p99 else 'MISSED'}; total {time.perf_counter() - began:.1f} s; "
           f"load average {load:.1f} on {os.cpu_count()} cores")
