@@ -36,6 +36,7 @@ from .exceptions import SimulatorError as SimulatorError
 from .exceptions import StaleStreamError as StaleStreamError
 from .exceptions import StoreError as StoreError
 from .exceptions import TransportError as TransportError
+from .exceptions import UnknownAssetError as UnknownAssetError
 from .exceptions import WaitTimeoutError as WaitTimeoutError
 from .frame import RollingFrame as RollingFrame
 from .status import Status as Status
@@ -43,6 +44,9 @@ from .status import Status as Status
 if TYPE_CHECKING:
     from .historical import HistoryEstimate as HistoryEstimate
     from .historical import history as history
+    from .hub.hub import Hub as Hub
+    from .hub.hub import HubStatus as HubStatus
+    from .hub.hub import hub as hub
     from .rest import Bars as Bars
     from .rest import RestClient as RestClient
     from .rest import RestUsage as RestUsage
@@ -72,8 +76,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ui": ("live_chart", "performance_chart", "ohlc_chart", "dashboard", "status_bar"),
     "recording": ("record", "load", "replay", "Recorder", "Replay"),
     "simulator": ("Simulator", "PriceModel"),
-    "errors": ("CoinratesError", "ConfigError", "MessageError", "TransportError", "StaleStreamError", "ServerError",
-               "AuthenticationError", "QuotaExceededError", "StoreError", "CollectorError", "WaitTimeoutError", "RecordingError", "SimulatorError"),
+    "hub": ("hub", "Hub", "HubStatus"),
+    "errors": ("CoinratesError", "ConfigError", "UnknownAssetError", "MessageError", "TransportError",
+               "StaleStreamError", "ServerError", "AuthenticationError", "QuotaExceededError", "StoreError",
+               "CollectorError", "WaitTimeoutError", "RecordingError", "SimulatorError"),
 }
 """The public API by use. Wire messages (``Hello``, ``ExchangeRate``, ...) live in :mod:`coinrates_nb.messages`."""
 
@@ -81,11 +87,18 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(GROUPS["ui"], "ui"),
     **dict.fromkeys(GROUPS["recording"], "store"),
     **dict.fromkeys(GROUPS["simulator"], "sim"),
+    **dict.fromkeys(GROUPS["hub"], "hub"),
     "history": "historical",
     "HistoryEstimate": "historical",
     **dict.fromkeys(("RestClient", "SyncRestClient", "Bars", "RestUsage"), "rest"),
 }
-"""Names loaded on first use (PEP 562), so ``import coinrates_nb`` imports no plotly, pyarrow or server code."""
+"""Names loaded on first use (PEP 562), so ``import coinrates_nb`` imports no plotly, pyarrow or server code.
+
+``hub`` is both a function and the sub-package :mod:`coinrates_nb.hub`, and importing the
+sub-package binds it as this package's ``hub`` attribute (the import system does that). So
+``cr.hub`` is always the sub-package, which is callable as :func:`coinrates_nb.hub.hub`: the same
+object whichever of ``cr.hub(...)`` and ``import coinrates_nb.hub`` comes first.
+"""
 
 __all__ = [name for group in GROUPS.values() for name in group] + ["__version__"]
 
@@ -95,7 +108,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'coinrates_nb' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
+    loaded = import_module(f".{module}", __name__)
+    value = loaded if module == name else getattr(loaded, name)  # cr.hub: the callable sub-package itself
     globals()[name] = value
     return value
 

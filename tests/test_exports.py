@@ -6,6 +6,8 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 import coinrates_nb as cr
 from coinrates_nb import exceptions
 
@@ -18,7 +20,7 @@ def test_all_is_the_groups() -> None:
         assert getattr(cr, name) is not None, name
     tree = {name for name, obj in vars(exceptions).items()
             if inspect.isclass(obj) and issubclass(obj, exceptions.CoinratesError)}
-    assert tree - {"UnknownAssetError"} <= set(cr.GROUPS["errors"]), "an error of the tree is not exported"
+    assert tree <= set(cr.GROUPS["errors"]), "an error of the tree is not exported"
     assert not set(cr.__all__) & {"Hello", "ExchangeRate", "Heartbeat"}, "wire classes stay in coinrates_nb.messages"
 
 
@@ -46,5 +48,31 @@ def test_one_error_root() -> None:
 
 def test_public_callables_documented() -> None:
     """Public functions and classes carry a docstring."""
-    for name in ("stream", "Collector", "RollingFrame", "Settings", "SecretKey", "Status"):
+    for name in ("stream", "Collector", "RollingFrame", "Settings", "SecretKey", "Status", "hub", "Hub", "HubStatus"):
         assert inspect.getdoc(getattr(cr, name)), name
+
+
+HUB_CHECK = (
+    "import inspect, sys, coinrates_nb as cr, coinrates_nb.hub as package;"
+    "from coinrates_nb import Hub, HubStatus, hub;"
+    "from coinrates_nb.hub.hub import Hub as H, HubStatus as S, hub as fn;"
+    "assert hub is cr.hub is package is sys.modules['coinrates_nb.hub'] and cr.hub.links and Hub is cr.Hub is H and HubStatus is cr.HubStatus is S, (hub, Hub);"
+    "assert callable(cr.hub) and 'nats_url' in inspect.signature(cr.hub).parameters;"
+    "made = cr.hub(['BTC/USD'], nats_url='nats://127.0.0.1:1', start=False);"
+    "assert type(made) is H and made.nats_url == 'nats://127.0.0.1:1' and not made.running;"
+    "print('ok')"
+)
+"""``cr.hub``, ``cr.Hub`` and ``from coinrates_nb import hub`` are the same objects however they are reached (no hub starts)."""
+
+
+@pytest.mark.parametrize("first", [
+    "import coinrates_nb as cr; cr.hub",  # the lazy export first ...
+    "import coinrates_nb.hub",  # ... or the sub-package (the collector imports it for a nats:// URL)
+    "from coinrates_nb import hub",
+    "import coinrates_nb as cr; cr.Hub",
+    "from coinrates_nb.hub import consumer",
+])
+def test_hub_exports_in_any_import_order(first: str) -> None:
+    """The hub's exports resolve to one callable package, one Hub and one HubStatus, whatever was imported first."""
+    out = subprocess.run([sys.executable, "-c", f"{first}\n{HUB_CHECK}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

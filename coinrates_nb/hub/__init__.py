@@ -10,6 +10,7 @@ Importing this package imports no NATS client: ``nats-py`` loads when a hub or c
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from typing import Any
@@ -25,15 +26,19 @@ __all__ = ["NATS_URL_ENV", "Hub", "HubStatus", "Layout", "NatsServer", "NatsSess
 
 
 class _CallableModule(types.ModuleType):
-    """This package, callable as :func:`hub`.
+    """This package, callable as :func:`hub`: ``cr.hub(...)`` and ``coinrates_nb.hub(...)`` are one call.
 
-    ``cr.hub(...)`` is a lazy export of the package root, but importing this package (the
-    collector does, for a ``nats://`` URL) binds the package itself as ``coinrates_nb.hub``,
-    which then shadows the lazy export. Calling the package does what ``cr.hub(...)`` does.
+    Importing this package (the collector does, for a ``nats://`` URL) binds it as
+    ``coinrates_nb.hub``, where the root's lazy export of :func:`hub` would be; so the root
+    exports the package itself (``coinrates_nb.__getattr__``), callable, with :func:`hub`'s
+    signature (``inspect.signature(cr.hub)``), whichever is imported first.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Hub:
         return hub(*args, **kwargs)
 
+
+__signature__ = inspect.signature(hub)
+"""What ``inspect.signature(cr.hub)`` (and so Jupyter's Shift-Tab) shows: :func:`hub`'s arguments."""
 
 sys.modules[__name__].__class__ = _CallableModule
