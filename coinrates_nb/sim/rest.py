@@ -58,7 +58,7 @@ from websockets.http11 import Request, Response
 
 from .._types import AssetId
 from ..exceptions import ConfigError, MessageError
-from ..rest import (
+from ..rest.wire import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     PERIODS,
