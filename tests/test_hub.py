@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from coinrates_nb.hub.wire import Layout, matcher, parse_ack
 from coinrates_nb.messages import Subscribe, Unsubscribe
 from coinrates_nb.sim.server import Simulator
 from tests.helpers import SLOW, wait_until
-from tests.test_faults import check_ledger
+from tests.test_faults import check_ledger, stored
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = ["BTC/USD", "ETH/USD"]
@@ -86,6 +87,21 @@ def make_consumer() -> Iterator[MakeConsumer]:
     yield make
     for rates in made:
         rates.stop()
+
+
+def settled_ledger(sim: Simulator, rates: cr.Collector, **options: Any) -> dict[int, tuple[int, int]]:
+    """``check_ledger`` on a snapshot of ``rates``, once the simulator's ledger lists every row of it.
+
+    The simulator records an update after its socket send returns; on a busy machine the hub and
+    a consumer (threads of the same process) can store it before the simulator's thread runs
+    again. So the rows are snapshotted once, the ledger is waited for (a row that was never sent
+    still fails, after the timeout), and the check runs on that same snapshot.
+    """
+    frozen = SimpleNamespace(df=rates.df, gaps=rates.gaps)  # what check_ledger reads of a collector
+    held = set(stored(frozen))
+    wait_until(lambda: held <= {e for entries in sim.ledger.values() for e in entries}, timeout=5,
+               message="the consumer holds rows the simulator's ledger does not list")
+    return check_ledger(sim, frozen, **options)  # type: ignore[arg-type]  # duck-typed: df and gaps
 
 
 def on_loop(rates: cr.Collector, fn: Callable[[], Any]) -> Any:
@@ -239,7 +255,7 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
         s = rates.status
         assert s.state == "connected" and s.simulated and s.connections == 1 and s.duplicates == 0
         assert set(rates.latest().index) == set(PAIRS)
-        check_ledger(sim, rates)
+        settled_ledger(sim, rates)
         both = links(rates)
         assert both["nats"]["connected"] and both["nats"]["stream_seq"] > 0
         assert both["upstream"]["state"] == "connected" and both["upstream"]["source"] == "simulated"
@@ -265,7 +281,7 @@ def test_a_late_consumer_has_its_window_at_once(make_simulator: Callable[..., Si
     assert int(late.df.index.asi8.min()) < started - 1_000_000_000
     n = len(late.frame)
     wait_until(lambda: len(late.frame) > n + 10, timeout=10, message="no live updates after the fill")
-    check_ledger(sim, late)
+    settled_ledger(sim, late)
 
 
 def test_subscribe_asks_the_hub_once_and_unwanted_pairs_are_dropped(make_simulator: Callable[..., Simulator],
@@ -289,7 +305,7 @@ def test_subscribe_asks_the_hub_once_and_unwanted_pairs_are_dropped(make_simulat
     assert hub.collector is not None and hub.collector.pairs == ("BTC/USD", "SOL/USD")
     assert "SOL/USD" in hub.status.requested
     for rates in consumers:
-        check_ledger(sim, rates)
+        settled_ledger(sim, rates)
         rates.unsubscribe("SOL/USD")
     wait_until(lambda: any(isinstance(h, Unsubscribe) for h in sim.hellos), timeout=15,
                message="the hub kept the unwanted pair upstream")
@@ -311,7 +327,7 @@ def test_a_pair_the_hub_carries_arrives_with_its_window(make_simulator: Callable
     assert eth >= 40, "ETH/USD's window did not come with the subscribe"
     wait_until(lambda: rates.frame.counts().get("ETH/USD", 0) > eth + 10, timeout=10)
     assert rates.status.duplicates == 0 and rates.gaps.empty
-    check_ledger(sim, rates)
+    settled_ledger(sim, rates)
 
 
 def test_no_key_leaks_into_hub_status_health_or_logs(make_simulator: Callable[..., Simulator], make_hub: MakeHub,
@@ -360,7 +376,7 @@ def test_a_consumer_started_before_its_hub_waits_and_says_why(make_simulator: Ca
     hub = make_hub(PAIRS, url=sim.url)
     rates.wait(timeout=20, rows=20)
     wait_until(lambda: hub.status.consumers >= 1, timeout=5, message="the consumer never told the hub what it wants")
-    check_ledger(sim, rates)
+    settled_ledger(sim, rates)
 
 
 def test_an_unreachable_nats_is_a_transport_error_and_leaves_nothing_running() -> None:

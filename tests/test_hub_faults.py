@@ -4,9 +4,9 @@ Hub restart; NATS server restart (file-backed JetStream: nothing lost); a consum
 restarted; a slow consumer (JetStream holds the backlog; the consumer reports it and its lag);
 the upstream connection dropped (the gap reaches consumers, in place); a second hub against the
 same NATS (refused while the first renews its lease; a crashed hub's lease is waited out; a hub
-whose lease was taken stops publishing). ``check_ledger`` (``test_faults.py``) compares what the
-simulator sent on each upstream connection with a consumer's frame: every update once, in order
-per pair, anything lost inside a reported gap.
+whose lease was taken stops publishing). ``check_ledger`` (``test_faults.py``, through
+``test_hub.settled_ledger``) compares what the simulator sent on each upstream connection with a
+consumer's frame: every update once, in order per pair, anything lost inside a reported gap.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from coinrates_nb.hub import consumer as consumer_module
 from coinrates_nb.sim.server import Simulator
 from tests import test_hub
 from tests.helpers import SLOW, wait_until
-from tests.test_faults import check_ledger, expected_gaps, gap_set
-from tests.test_hub import PAIRS, MakeConsumer, MakeHub
+from tests.test_faults import expected_gaps, gap_set
+from tests.test_hub import PAIRS, MakeConsumer, MakeHub, settled_ledger
 
 nats_server = test_hub.nats_server
 make_hub = test_hub.make_hub
@@ -59,7 +59,7 @@ def test_hub_restart_loses_nothing_and_duplicates_nothing(make_simulator: MakeSi
     grows(rates, 40)
     assert rates.status.state == "connected" and rates.status.reconnects == 0  # NATS itself never went away
     assert hub.status.duplicates == 0 and hub.status.published > 0 and published > 0
-    summary = check_ledger(sim, rates)
+    summary = settled_ledger(sim, rates)
     assert set(summary) == {1, 2}
     assert gap_set(rates) == expected_gaps(sim, rates) and set(rates.gaps["pair"]) == set(PAIRS)
 
@@ -77,11 +77,11 @@ def test_nats_restart_loses_nothing(make_simulator: MakeSim, make_hub: MakeHub, 
     grows(rates, 60)
     assert hub.status.nats_reconnects >= 1 and sim.total_connections == 1
     assert rates.gaps.empty, rates.gaps
-    check_ledger(sim, rates)
+    settled_ledger(sim, rates)
     newcomer = make_consumer(PAIRS, hub.nats_url, window="1h")
     wait_until(lambda: len(newcomer.frame) > 0, timeout=10)
     assert int(newcomer.df.index.asi8.min()) <= int(rates.df.index.asi8.min())  # from before the restart: kept
-    check_ledger(sim, newcomer)
+    settled_ledger(sim, newcomer)
 
 
 def test_consumer_killed_and_restarted_fills_what_it_missed(make_simulator: MakeSim, make_hub: MakeHub,
@@ -97,11 +97,11 @@ def test_consumer_killed_and_restarted_fills_what_it_missed(make_simulator: Make
     again = make_consumer(PAIRS, hub.nats_url, window="1h")  # a new kernel: fills its window from JetStream
     wait_until(lambda: len(again.frame) >= hub.status.published - 5, timeout=10)
     assert (again.df.index.asi8 > stopped_at).any() and int(again.df.index.asi8.min()) < stopped_at
-    check_ledger(sim, again)
+    settled_ledger(sim, again)
     first.restart()  # the same collector again: the window comes back, what it had is not stored twice
     grows(first, 20)
     assert first.status.duplicates > 0 and first.gaps.empty
-    check_ledger(sim, first)
+    settled_ledger(sim, first)
 
 
 def test_slow_consumer_backlog_is_held_by_jetstream_and_reported(make_simulator: MakeSim, make_hub: MakeHub,
@@ -132,7 +132,7 @@ def test_slow_consumer_backlog_is_held_by_jetstream_and_reported(make_simulator:
     assert max(lag for _, lag in seen) > 1e9  # the lag said how far behind it was
     assert rates.status.lag_ms is not None and rates.status.lag_ms < 1000
     assert rates.gaps.empty and sim.total_connections == 1
-    check_ledger(sim, rates)
+    settled_ledger(sim, rates)
 
 
 def test_upstream_drop_reaches_consumers_as_the_hubs_gaps(make_simulator: MakeSim, make_hub: MakeHub,
@@ -156,7 +156,7 @@ def test_upstream_drop_reaches_consumers_as_the_hubs_gaps(make_simulator: MakeSi
     assert len(hub_gaps) == 2 * len(PAIRS)
     for rates in (early, late):
         assert gap_set(rates) == hub_gaps
-        check_ledger(sim, rates)
+        settled_ledger(sim, rates)
 
 
 def test_a_second_hub_refuses_while_the_first_publishes(make_simulator: MakeSim, make_hub: MakeHub,
@@ -174,7 +174,7 @@ def test_a_second_hub_refuses_while_the_first_publishes(make_simulator: MakeSim,
     assert second.status.state == "error" and not second.running and sim.total_connections == 1
     grows(rates, 20)
     assert first.status.state == "running"
-    check_ledger(sim, rates)
+    settled_ledger(sim, rates)
 
 
 def test_a_crashed_hubs_lease_is_waited_out_then_taken(make_simulator: MakeSim, make_hub: MakeHub,
