@@ -131,6 +131,8 @@ class Collector(FrameViews, BackgroundThread):
         self._simulator: Simulator | None = None
         self._ready = threading.Event()
         self._active_settings = settings
+        self._billed = True
+        """Whether CoinAPI bills the rates this collector's session delivers (not a hub consumer's: the hub pays)."""
         _ALL.add(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -210,6 +212,7 @@ class Collector(FrameViews, BackgroundThread):
     def _thread_main(self) -> None:
         """Thread body: own a fresh loop, run the session, never die silently."""
         session_class = _session_class(self._active_settings.url)
+        self._billed = bool(getattr(session_class, "BILLED", True))
 
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -277,7 +280,8 @@ class Collector(FrameViews, BackgroundThread):
 
     def _store(self, rates: RateBatch, received_ns: int) -> None:
         self.frame.extend(rates, received_ns)
-        self.telemetry.count_rates(len(rates), received_ns)
+        if self._billed:
+            self.telemetry.count_rates(len(rates), received_ns)
         with self._state_lock:
             self._track(rates)
         for listener in self._listeners:
@@ -613,7 +617,9 @@ def _session_class(url: str | None) -> Any:
     """The I/O session for ``url``: CoinAPI's WebSocket (``ws(s)://``), or a hub over NATS (``nats://``, ``tls://``).
 
     Both take the same arguments and feed the same data path (``ClientProtocol.receive`` ->
-    ``Collector._on_rates``), so a consumer of the hub is the same collector.
+    ``Collector._on_rates``), so a consumer of the hub is the same collector. A session class
+    with ``BILLED = False`` (the hub consumer) delivers rates CoinAPI does not bill this
+    collector for: they are left out of ``status.rates_today``.
     """
     if url is not None and url.split("://", 1)[0].lower() in ("nats", "tls"):
         from .hub.consumer import NatsSession  # lazy: nats-py loads only for hub consumers

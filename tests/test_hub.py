@@ -254,6 +254,7 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
     for rates in consumers:
         s = rates.status
         assert s.state == "connected" and s.simulated and s.connections == 1 and s.duplicates == 0
+        assert s.rates > 0 and s.rates_today == 0, "a consumer pays nothing: the hub's rates are billed once"
         assert set(rates.latest().index) == set(PAIRS)
         settled_ledger(sim, rates)
         both = links(rates)
@@ -264,6 +265,7 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
         total, first = on_loop(rates, lambda: (list(session.latency_ns), list(session.hub_leg_ns)))  # noqa: B023
         assert len(total) == len(first) > 0 and all(0 <= a <= b for a, b in zip(first, total, strict=True))
     hs = hub.status
+    assert hs.upstream is not None and hs.upstream.rates_today >= hs.published > 0  # the one bill, upstream
     assert hs.state == "running" and hs.consumers == 3 and hs.simulated and hs.rates_billed >= hs.published > 0
     assert "SIMULATED" in repr(hub) and "published" in hs.summary()
 

@@ -115,6 +115,9 @@ _ORIGIN_CODES: Final = {"stream": 0, "history": 1, "healed": 2}
 class NatsSession:
     """One logical stream from a hub over successive NATS connections (the WebSocket ``Session``'s interface).
 
+    ``BILLED = False``: its rates are not counted in ``status.rates_today`` (the hub's upstream
+    collector counts them, once for every consumer; ``status.upstream`` shows the hub's figure).
+
     Args:
         settings: ``url`` is ``nats://host:port`` or ``tls://host:port``; an optional path is the
             hub's prefix (``nats://host:4222/desk`` reads the hub started with ``prefix="desk"``).
@@ -125,6 +128,9 @@ class NatsSession:
         rng: randomness for the reconnect backoff.
         backfill_ns: how far back to fill at start (default: the collector's window, else 1 h).
     """
+
+    BILLED: Final = False
+    """CoinAPI does not bill a consumer: the hub received these rates, and paid for them, once."""
 
     def __init__(self, settings: Settings, protocol: ClientProtocol, sink: Sink, telemetry: Telemetry,
                  on_disconnect: Callable[[int], None] | None = None, rng: random.Random | None = None,
