@@ -149,7 +149,8 @@ class Collector(FrameViews, BackgroundThread):
             self._thread = threading.Thread(target=self._thread_main, name="coinrates-collector", daemon=True)
             self._thread.start()
         self._ready.wait(timeout=10.0)
-        logger.info("collector started: %s, %s", self.settings.source, self._describe_url())
+        if not getattr(self._session, "LOGS_START", False):  # a hub consumer says it once it knows the hub's source
+            logger.info("collector started: %s, %s", self.settings.source, self._describe_url())
         s = self.settings
         if s.api_key is not None and not s.simulated and self.protocol.scope.items is None and not s.update_limit_ms:
             logger.warning(

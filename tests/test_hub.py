@@ -369,8 +369,13 @@ def test_cli_runs_a_hub_and_writes_its_url(tmp_path: Path) -> None:
 
 def test_a_consumer_started_before_its_hub_waits_and_says_why(make_simulator: Callable[..., Simulator],
                                                              nats_server: NatsServer, make_hub: MakeHub,
-                                                             make_consumer: MakeConsumer) -> None:
-    """A consumer with no hub yet reports it and retries; once the hub is up it streams everything it published."""
+                                                             make_consumer: MakeConsumer,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A consumer with no hub yet reports it and retries; once the hub is up it streams everything it published.
+
+    Its start line says the source is not known, then, from the hub's health, that it is simulated.
+    """
+    caplog.set_level("INFO", logger="coinrates_nb.collector")
     sim = fast_sim(make_simulator)
     rates = make_consumer(PAIRS, nats_server.url)
     wait_until(lambda: "no hub" in (rates.status.last_error or ""), timeout=10)
@@ -379,6 +384,37 @@ def test_a_consumer_started_before_its_hub_waits_and_says_why(make_simulator: Ca
     rates.wait(timeout=20, rows=20)
     wait_until(lambda: hub.status.consumers >= 1, timeout=5, message="the consumer never told the hub what it wants")
     settled_ledger(sim, rates)
+
+    def mine() -> list[str]:  # the hub's upstream collector logs its own start line
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("collector started") and nats_server.url in r.getMessage()]
+
+    started = wait_until(lambda: lines if len(lines := mine()) == 2 else None, timeout=5,
+                         message="the consumer did not log its source from the hub's health")
+    assert "source not known yet" in started[0] and "no hub" in started[0], started
+    assert started[1].startswith("collector started: simulated (the hub's upstream is the simulator)"), started
+    assert rates.status.simulated
+
+
+def test_a_consumers_start_line_is_the_hubs_source(make_simulator: Callable[..., Simulator], make_hub: MakeHub,
+                                                   make_consumer: MakeConsumer,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A consumer of a hub on the simulator logs "collector started: simulated", never "live"."""
+    caplog.set_level("INFO", logger="coinrates_nb.collector")
+    sim = fast_sim(make_simulator)
+    hub = make_hub(PAIRS, url=sim.url)
+    rates = make_consumer(PAIRS, hub.nats_url)
+    rates.wait(timeout=20)
+    simulated = (f"collector started: simulated (the hub's upstream is the simulator), hub consumer of "
+                 f"{hub.nats_url}")
+
+    def mine() -> list[str]:  # the hub's upstream collector logs its own start line
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("collector started") and str(hub.nats_url) in r.getMessage()]
+
+    started = wait_until(lambda: lines if simulated in (lines := mine()) else None, timeout=5,
+                         message="the consumer did not log its source from the hub's health")
+    assert started[-1] == simulated and len(started) <= 2 and not any("live" in line for line in started), started  # at most "not known yet" first
 
 
 def test_an_unreachable_nats_is_a_transport_error_and_leaves_nothing_running() -> None:

@@ -78,6 +78,8 @@ if TYPE_CHECKING:
 __all__ = ["NatsSession", "links"]
 
 logger = logging.getLogger("coinrates_nb.hub")
+_collector_log = logging.getLogger("coinrates_nb.collector")
+"""The collector's own logger, for the one line a collector logs when it starts."""
 
 Sink = Callable[[RateBatch, int], None]
 
@@ -132,6 +134,10 @@ class NatsSession:
     BILLED: Final = False
     """CoinAPI does not bill a consumer: the hub received these rates, and paid for them, once."""
 
+    LOGS_START: Final = True
+    """The collector's "collector started: <source>" line is this session's: the source (simulated or
+    live) is the hub's, known from its health once connected (or the line says NATS was not reached)."""
+
     def __init__(self, settings: Settings, protocol: ClientProtocol, sink: Sink, telemetry: Telemetry,
                  on_disconnect: Callable[[int], None] | None = None, rng: random.Random | None = None,
                  *, backfill_ns: int | None = None) -> None:
@@ -183,6 +189,8 @@ class NatsSession:
         self._upstream_bad: str | None = None
         self._heard = False
         """Whether the hub answered the last request for this consumer's scope (else it is repeated every second)."""
+        self._announced = 0
+        """0: the collector's start line is not logged yet; 1: logged without the source; 2: with it."""
 
     # ------------------------------------------------------------------ public (loop thread)
 
@@ -204,6 +212,7 @@ class NatsSession:
             except Exception as exc:  # noqa: BLE001 - top of the task: classify, count, never die
                 err = _translate(exc)
                 decision = classify(err)
+                self._announce(str(err))
                 self.telemetry.last_error = str(err)
                 self.telemetry.transport_errors += 1
                 if not decision.retry:
@@ -255,6 +264,28 @@ class NatsSession:
                      "latency_ms": self.latency_ms()},
             "upstream": dict(self.upstream) if self.upstream is not None else None,
         }
+
+    def _announce(self, problem: str | None = None) -> None:
+        """Log the collector's start line: the source from the hub's health; before it is known, once, why not."""
+        if self._announced == 2 or (self._announced == 1 and problem is not None):
+            return
+        url = redact_url(self.settings.url or "")
+        source = (self.upstream or {}).get("source") if problem is None else None
+        if problem is None and self.telemetry.server_simulated:  # the hub's upstream marker said so, in the stream
+            source = "simulated"
+        if source == "simulated":
+            _collector_log.info("collector started: simulated (the hub's upstream is the simulator), hub consumer of %s",
+                                url)
+        elif source == "live":
+            _collector_log.info("collector started: live (the hub's upstream is %s), hub consumer of %s",
+                                (self.upstream or {}).get("url") or "CoinAPI", url)
+        elif self._announced == 0:
+            health = self.upstream or {}
+            why = problem or health.get("last_error") or f"the hub's upstream is {health.get('state') or 'not known'}"
+            _collector_log.info("collector started: hub consumer of %s; source not known yet (%s)", url, why)
+        else:
+            return
+        self._announced = 2 if source in ("simulated", "live") else 1
 
     def latency_ms(self, q: float = 50.0) -> float | None:
         """The ``q``-th percentile of hub-receive-to-stored latency over the last samples (ms)."""
@@ -314,6 +345,7 @@ class NatsSession:
             raise TransportError(f"no hub on {redact_url(self.servers)} yet (stream {self.layout.stream} does not "
                                  "exist): start one with `python -m coinrates_nb hub --pairs ...` or cr.hub(...)") from None
         await self._read_health()
+        self._announce()
         await self._want(self.protocol.scope.items)
         async with self._lock:
             await self._make_consumer(info.state.first_seq, info.state.last_seq)
@@ -641,6 +673,7 @@ class NatsSession:
             with contextlib.suppress(MessageError, AttributeError):
                 if wire.decode(data).get("source") == "simulated":
                     self.telemetry.server_simulated = True
+                    self._announce()
             return
         if subject != self.layout.gap:
             return
@@ -666,6 +699,7 @@ class NatsSession:
             await asyncio.sleep(HEALTH_POLL)
             try:
                 await self._read_health()
+                self._announce()
                 every = float((self.upstream or {}).get("interest_s") or 5.0)
                 if not self._heard or time.monotonic() - last_want >= every:  # unanswered: ask again soon
                     last_want = time.monotonic()

@@ -157,6 +157,14 @@ class HubStatus:
         return self.upstream is not None and self.upstream.simulated
 
     @property
+    def source(self) -> str:
+        """``simulated``, ``live``, or ``unknown`` until the upstream first connected (the simulator says so then)."""
+        up = self.upstream
+        if up is not None and up.simulated:
+            return "simulated"
+        return "live" if up is not None and up.connections else "unknown"
+
+    @property
     def rates_billed(self) -> int:
         """Rates the hub received from upstream: what CoinAPI bills, once for every consumer."""
         return 0 if self.upstream is None else self.upstream.rates
@@ -164,7 +172,7 @@ class HubStatus:
     def summary(self) -> str:
         """One line for a terminal or a log."""
         up = self.upstream
-        parts = [f"hub {self.state}", "SIMULATED" if self.simulated else "live",
+        parts = [f"hub {self.state}", "SIMULATED" if self.simulated else self.source,
                  f"upstream {up.state if up else 'n/a'}", f"{self.rates_billed:,} rates billed",
                  f"{self.published:,} published", f"{self.consumers} consumer{'s' if self.consumers != 1 else ''}",
                  f"backlog {self.backlog:,}", f"nats {'up' if self.nats_connected else 'DOWN'} ({self.nats_url})"]
@@ -424,7 +432,7 @@ class Hub(BackgroundThread):
 
     def __repr__(self) -> str:
         s = self.status
-        return (f"<Hub {s.state} | {'SIMULATED' if s.simulated else 'live'} | "
+        return (f"<Hub {s.state} | {'SIMULATED' if s.simulated else s.source} | "
                 f"{'all' if s.scope is None else len(s.scope)} pairs | {s.rates_billed:,} rates billed | "
                 f"{s.published:,} published | {s.consumers} consumers | {s.nats_url}>")
 
@@ -838,7 +846,7 @@ class Hub(BackgroundThread):
         state = s.state if s.state != "running" or up is None else up.state
         return {
             "hub": self.hub_id, "host": socket.gethostname(), "pid": os.getpid(), "state": state,
-            "source": "simulated" if s.simulated else "live", "url": None if up is None else up.url,
+            "source": s.source, "url": None if up is None else up.url,
             "scope": None if s.scope is None else list(s.scope),
             "connections": 0 if up is None else up.connections, "reconnects": 0 if up is None else up.reconnects,
             "lag_ms": None if up is None else up.lag_ms,

@@ -276,7 +276,7 @@ class HealthWire(TypedDict, total=False):
     state: str
     """The upstream collector's state (``connected``, ``reconnecting``, ...) or ``stopped``/``fenced``."""
     source: str
-    """``simulated`` or ``live``."""
+    """``simulated``, ``live``, or ``unknown`` (the upstream has not connected yet: the simulator says so then)."""
     url: str | None
     scope: list[str] | None
     connections: int
