@@ -404,6 +404,11 @@ class RollingFrame:
         return None if self._window_ns is None else pd.Timedelta(self._window_ns, unit="ns")
 
     @property
+    def window_ns(self) -> int | None:
+        """The time span kept in nanoseconds, or ``None`` (what a hub consumer fills from JetStream at start)."""
+        return self._window_ns
+
+    @property
     def appended(self) -> int:
         """Rows ever appended (monotonic; ``clear`` does not reset it)."""
         return self._appended

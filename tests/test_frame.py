@@ -74,6 +74,8 @@ def test_window_evicts_rows_older_than_newest_minus_window() -> None:
     rows = fill(frame, 25)
     assert rows_of(frame) == rows[14:]  # newest 24 s, cutoff 14 s: 14 s itself is kept
     assert frame.evicted == 14
+    assert frame.window_ns == 10 * SEC and frame.window == pd.Timedelta("10s")
+    assert RollingFrame(max_rows=10).window_ns is None and RollingFrame(max_rows=10).window is None
 
 
 def test_quiet_spell_evicts_a_long_run_across_the_ring_edge() -> None:

@@ -166,6 +166,16 @@ def test_parse_ack_v1_v2_and_garbage() -> None:
 # ---------------------------------------------------------------------------------------- settings
 
 
+def test_a_consumer_fills_its_collectors_window() -> None:
+    """The session fills the collector's window (``RollingFrame.window_ns``) at start, else the last hour."""
+    from coinrates_nb.hub.consumer import DEFAULT_BACKFILL_NS, NatsSession
+
+    for window, expected in (("90s", 90 * 10**9), (None, DEFAULT_BACKFILL_NS)):
+        rates = cr.Collector(PAIRS, Settings.resolve("nats://127.0.0.1:4222"), window=window)
+        session = NatsSession(rates.settings, rates.protocol, rates._on_rates, rates.telemetry)
+        assert session.backfill_ns == expected, window
+
+
 def test_settings_accept_hub_urls_without_key_rules() -> None:
     """nats:// and tls:// URLs are accepted with or without a key; ws:// keeps its key rule; http:// is refused."""
     assert Settings.resolve("nats://127.0.0.1:4222", env={}).url == "nats://127.0.0.1:4222"

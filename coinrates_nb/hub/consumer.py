@@ -61,6 +61,7 @@ from .._types import FilterItem
 from ..batch import RateBatch
 from ..config import Settings
 from ..exceptions import CoinratesError, ConfigError, MessageError, TransportError
+from ..frame import RollingFrame
 from ..messages import parse_server_batch
 from ..protocol import ClientProtocol
 from ..retry import backoff, classify
@@ -779,8 +780,8 @@ def links(collector: Any) -> dict[str, Any]:
 def _window_of(sink: Any) -> int | None:
     """The time window of the collector that owns ``sink`` (its ``_on_rates``), to fill that much at start."""
     frame = getattr(getattr(sink, "__self__", None), "frame", None)
-    value = getattr(frame, "window_ns", None) or getattr(frame, "_window_ns", None)
-    return int(value) if isinstance(value, int) and value > 0 else None
+    value = frame.window_ns if isinstance(frame, RollingFrame) else None
+    return value if value is not None and value > 0 else None
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
