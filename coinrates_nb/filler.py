@@ -26,12 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ._secrets import SecretKey
 from ._types import Pair, TimeNs, split_pair
 from .backfill import bars_to_batch, credits_for, heal_span, history_period, seam_ns
 from .batch import HEALED, HISTORY, RateBatch
 from .config import is_loopback
-from .exceptions import AuthenticationError, CoinratesError
+from .exceptions import AuthenticationError, CoinratesError, MessageError, ServerError, TransportError
 from .rest import RestClient, RestUsage, period_ns
 
 __all__ = ["HEAL_PERIOD", "Filler", "FillPlan"]
@@ -83,9 +85,9 @@ class Filler:
         self.holding = False
         self._held: list[tuple[RateBatch, int]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reserved = 0
+        """Credits of fetches under way: counted in the budget before their responses are."""
         self.fill_error: str | None = None
-        self.filled_rows = 0
-        self.healed_rows = 0
 
     # ------------------------------------------------------------------ the budget
 
@@ -99,8 +101,15 @@ class Filler:
         """REST usage since 00:00 UTC."""
         return self.client.usage_today()
 
-    def _affordable(self, credits: int) -> bool:
-        return self.usage_today.credits + credits <= self.max_credits
+    def _reserve(self, credits: int) -> bool:
+        """Set ``credits`` aside for a fetch if today's budget allows it (fetches under way count too)."""
+        if self.usage_today.credits + self._reserved + credits > self.max_credits:
+            return False
+        self._reserved += credits
+        return True
+
+    def _left(self) -> int:
+        return self.max_credits - self.usage_today.credits - self._reserved
 
     # ------------------------------------------------------------------ live updates during the fill
 
@@ -109,10 +118,11 @@ class Filler:
         if not self.holding:
             return False
         self._held.append((rates, received_ns))
-        first = self._first_live
-        for code, t in zip(rates.code.tolist(), rates.time_ns.tolist(), strict=True):
-            base, quote, _ = rates.keys[code]
-            first.setdefault(f"{base}/{quote}", t)
+        names, index = rates.pairs()
+        if any(name not in self._first_live for name in names):
+            codes, at = np.unique(index, return_index=True)  # each pair's first row in the batch
+            for code, row in zip(codes.tolist(), at.tolist(), strict=True):
+                self._first_live.setdefault(names[code], int(rates.time_ns[row]))
         return True
 
     def first_live(self, pair: Pair) -> TimeNs | None:
@@ -136,22 +146,21 @@ class Filler:
 
     def start_fill(self, pairs: tuple[Pair, ...], span_ns: int) -> None:
         """Hold live updates and fetch ``span_ns`` of history for ``pairs`` in the background."""
-        plan = self.plan(pairs, span_ns)
         if not pairs:
             return
+        plan = self.plan(pairs, span_ns)
         if not self.keyed:
             self.fill_error = "no API key: history needs one"
             logger.warning("history: %s", self.fill_error)
             return
-        if not self._affordable(plan.credits):
-            self.fill_error = (f"budget: the fill needs ~{plan.credits:,} credits, "
-                               f"{self.max_credits - self.usage_today.credits:,} left today")
+        if not self._reserve(plan.credits):
+            self.fill_error = f"budget: the fill needs ~{plan.credits:,} credits, {self._left():,} left today"
             logger.warning("history not fetched: %s (max_history_credits)", self.fill_error)
             return
         logger.info("history: filling %s of %d pair(s) with %s bars (~%d credits)",
                     _span(span_ns), len(pairs), plan.period, plan.credits)
         self.holding = True
-        self._spawn(self._fill(plan))
+        self._spawn(self._fill(plan), plan.credits)
 
     async def _fill(self, plan: FillPlan) -> None:
         try:
@@ -176,7 +185,6 @@ class Filler:
                     if len(batch):
                         self.store(batch, time.time_ns())
                         stored += len(batch)
-                self.filled_rows += stored
                 logger.info("history: stored %d row(s) for %d pair(s)", stored, len(plan.pairs))
         except TimeoutError:
             self.fill_error = f"the history fill took more than {HOLD_TIMEOUT:g} s"
@@ -201,12 +209,12 @@ class Filler:
             on_done(gap)
             return
         credits = credits_for({gap["pair"]: span}, HEAL_PERIOD)
-        if not self._affordable(credits):
+        if not self._reserve(credits):
             gap["heal"] = "open: budget spent (max_history_credits)"
             on_done(gap)
             return
         gap["heal"] = "pending"
-        self._spawn(self._heal(gap, span, on_done))
+        self._spawn(self._heal(gap, span, on_done), credits)
 
     async def _heal(self, gap: dict[str, Any], span: tuple[int, int], on_done: Callable[[dict[str, Any]], None]) -> None:
         try:
@@ -216,22 +224,30 @@ class Filler:
                 gap["heal"] = "open: no data (550)"
             else:
                 self.store(batch, time.time_ns())
-                self.healed_rows += len(batch)
                 gap["heal"] = "healed"
                 gap["healed_rows"] = len(batch)
         except AuthenticationError as exc:
             gap["heal"] = f"open: the key was refused ({exc})"
-        except Exception as exc:  # noqa: BLE001 - healing is best effort: the gap stays open, reported
+        except (TransportError, ServerError, MessageError) as exc:  # the REST side failed: the gap stays open
             gap["heal"] = f"open: REST down ({type(exc).__name__}: {exc})"
             logger.info("healing %s failed: %s", gap["pair"], exc)
+        except Exception as exc:  # noqa: BLE001 - our own failure (e.g. the frame refused the rows): loud, not fatal
+            gap["heal"] = f"open: internal error ({type(exc).__name__}: {exc})"
+            logger.error("healing %s failed: %s", gap["pair"], exc, exc_info=True)
         on_done(gap)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, reserved: int) -> None:
+        """Run ``coro`` as a task; the ``reserved`` credits are given back when it ends (even cancelled unstarted)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            self._reserved -= reserved
+
+        task.add_done_callback(done)
 
     async def close(self) -> None:
         """Cancel what is in flight and close the HTTP session."""

@@ -122,3 +122,24 @@ def test_history_rows_keep_their_bars_and_are_recorded_with_their_origin(simulat
     assert set(loaded["origin"]) == {"history", "stream"}
     recorded = int((loaded["origin"] == "history").sum())  # the frame's window may have evicted the oldest since
     assert recorded % 4 == 0 and recorded >= (rates.df["origin"] == "history").sum()
+
+
+def test_heals_started_together_share_one_budget() -> None:
+    """Three gaps healed at once with 1 credit left: one fetch starts, two stay open (before any response counts)."""
+    import asyncio
+
+    from coinrates_nb.filler import Filler
+
+    async def main() -> list[str]:
+        filler = Filler("http://127.0.0.1:9", None, lambda *_: None, lambda *_: None, max_credits=1, simulated=True)
+        t0 = 1_700_000_000 * 10**9
+        gaps = [{"pair": p, "start": t0, "end": t0 + 10 * 10**9} for p in ("BTC/USD", "ETH/USD", "SOL/USD")]
+        for gap in gaps:
+            filler.heal(gap, lambda _gap: None)
+        states = [str(g["heal"]) for g in gaps]
+        await filler.close()
+        assert filler._reserved == 0  # the cancelled fetch gave its credit back
+        return states
+
+    assert asyncio.run(main()) == ["pending", "open: budget spent (max_history_credits)",
+                                   "open: budget spent (max_history_credits)"]
