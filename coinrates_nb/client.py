@@ -147,8 +147,9 @@ class Session:
     def stop(self) -> None:
         """Ask :meth:`run` to end; closes the open connection."""
         self._stopping.set()
-        if self.current is not None:
-            asyncio.ensure_future(self.current.close())
+        if self.current is not None:  # wakes the reader at once; kept referenced until done
+            self._drains.add(task := asyncio.ensure_future(self.current.close()))
+            task.add_done_callback(self._drains.discard)
 
     async def send(self, text: str | None) -> None:
         """Send a scope change on the open connection; while disconnected the next hello carries it."""
@@ -234,7 +235,13 @@ class Session:
         deadline = self.protocol.reconnect_deadline or time.monotonic()
         logger.info("server asked to reconnect within %.1f s: opening a new connection first",
                     max(0.0, deadline - time.monotonic()))
-        new, link = await self._connect()  # a failure here goes to run()'s retry loop
+        try:
+            new, link = await self._connect()
+        except Exception as exc:  # noqa: BLE001 - translated by _connect; the old link still works
+            self.telemetry.last_error = f"the replacement connection failed: {exc}"
+            self.protocol.switch_failed()
+            logger.warning("%s; reading the old connection until the server closes it", self.telemetry.last_error)
+            return old, old_reader
         self.protocol.begin_switch(time.monotonic(), link)
         self.protocol.connected(time.monotonic())
         self.telemetry.reconnects += 1

@@ -282,6 +282,14 @@ class ClientProtocol:
         """
         return self.reconnect_deadline is not None and self.switch is None
 
+    def switch_failed(self) -> None:
+        """The replacement could not be opened: forget the notice and keep reading the old link.
+
+        The server closes the old link at its deadline; the ordinary reconnect (with backoff)
+        follows then, instead of a retry at every tick until the deadline.
+        """
+        self.reconnect_deadline = None
+
     def begin_switch(self, now: float, new_link: int) -> Switch:
         """The replacement ``new_link`` is open: hold its updates until the old link ends (or is cut).
 

@@ -30,7 +30,7 @@ from coinrates_nb.batch import RateBatch
 from coinrates_nb.messages import MAX_RATE, ExchangeRate, Hello, Subscribe, Unsubscribe, parse_client, parse_server
 from coinrates_nb.protocol import ClientProtocol
 from coinrates_nb.sim.server import OVERFLOW_MESSAGE, LedgerEntry, ServerScope, Simulator, routes_for
-from tests.helpers import wait_until
+from tests.helpers import SLOW, wait_until
 
 MakeSim = Callable[..., Simulator]
 PAIRS = ["BTC/USD", "ETH/USD"]
@@ -519,3 +519,24 @@ def test_any_valid_exrate_round_trips(base: str, quote: str, rate_type: str, tic
     update = ExchangeRate(base, quote, rate_type, ticks * 100, rate)
     assert parse_server(update.to_json()) == update
     assert parse_server(update.to_json().encode()) == update  # bytes in a text frame's payload
+
+
+def test_a_replacement_that_is_refused_leaves_the_old_link_streaming(make_simulator: MakeSim,
+                                                                    collectors: list[cr.Collector]) -> None:
+    """A reconnect notice while the server refuses new links (429): the old link streams to its deadline, then a retry."""
+    sim = make_simulator(rate_hz=50)
+    rates = cr.stream(PAIRS, url=sim.url, stale_after=5.0, backoff_initial=0.2)
+    collectors.append(rates)
+    rates.wait(timeout=20, rows=5)
+    sim.refuse_connections()
+    sim.request_reconnect(within_seconds=3.0 * SLOW)
+    wait_until(lambda: sim.refused_connections >= 1, timeout=5, message="the client did not try a replacement")
+    on_old = len(sim.ledger[1])
+    wait_until(lambda: len(sim.ledger[1]) > on_old + 20 and rates.status.rates >= len(sim.ledger[1]) - 10,
+               timeout=5, message="the old link stopped streaming when its replacement was refused")
+    assert sim.connections == 1 and rates.status.state == "connected" and sim.refused_connections == 1
+    assert "replacement connection failed" in (rates.status.last_error or "")
+    sim.refuse_connections(False)
+    wait_until(lambda: sim.total_connections == 2 and len(sim.ledger.get(2, ())) > 20, timeout=20,
+               message="no new connection after the old one's deadline")
+    check_ledger(sim, rates, complete={1})  # the old link was read to the close at its deadline

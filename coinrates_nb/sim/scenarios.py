@@ -40,6 +40,7 @@ class Scenarios:
         _stalled: bool
         _data_paused: bool
         _drop_every: int | None
+        _refusing: bool
         dropped: int
         errors_sent: int
 
@@ -111,6 +112,15 @@ class Scenarios:
                 loop.call_later(within_seconds, self._close_at_deadline, client)
             logger.info("scenario: reconnect requested from %d client(s) within %.3g s", len(targets), within_seconds)
         self._on_loop(notify, None)
+
+    def refuse_connections(self, on: bool = True) -> None:
+        """Answer new WebSocket upgrades with HTTP 429 (CoinAPI's per-IP connection limit), until
+        ``refuse_connections(False)``; open connections go on streaming. Counted in ``refused_connections``."""
+
+        def apply() -> None:
+            self._refusing = bool(on)
+            logger.info("scenario: new connections %s", "refused (429)" if on else "accepted again")
+        self._on_loop(apply, None)
 
     def lag(self, seconds: float) -> None:
         """Deliver every frame to the clients connected now ``seconds`` late; later ones are not delayed.

@@ -217,6 +217,9 @@ class Simulator(Scenarios, BackgroundThread):
         self._stalled = False
         self._data_paused = False
         self._drop_every: int | None = None
+        self._refusing = False
+        self.refused_connections = 0
+        """WebSocket upgrades answered with HTTP 429 while :meth:`Scenarios.refuse_connections` is on."""
 
         self.total_connections = 0
         """Connections accepted since construction (after the WebSocket handshake)."""
@@ -466,6 +469,10 @@ class Simulator(Scenarios, BackgroundThread):
         """Route a plain HTTP GET to the REST API; with ``auth_failure="http401"``, refuse a bad key before the upgrade (§2.3)."""
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             return self.rest.respond(connection, request)
+        if self._refusing:
+            self.refused_connections += 1
+            logger.info("refused an upgrade with HTTP 429: connection limit (scenario)")
+            return connection.respond(429, "Too many connections\n")
         if self.auth_failure != "http401" or self._key is None:
             return None
         if any(key_matches(k, self._key) for k in http_keys(request.path, request.headers)):
