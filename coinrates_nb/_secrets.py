@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
 
-__all__ = ["SECURE", "RedactingLogger", "SecretKey", "redact", "redact_url", "split_url_key"]
+__all__ = ["PATH_KEY", "SECURE", "RedactingLogger", "SecretKey", "redact", "redact_url", "split_url_key"]
 
 SECURE: Final = "[secure]"
 """What a secret looks like wherever it would be shown."""
@@ -96,7 +96,8 @@ def redact_url(url: str) -> str:
     return base
 
 
-_PATH_KEY = re.compile(r"(?i)/apikey-([^/?#]+)")
+PATH_KEY = re.compile(r"(?i)/apikey-([^/?#]+)")
+"""A ``/APIKEY-<key>`` path segment (a documented way to authenticate); group 1 is the key."""
 
 
 def split_url_key(url: str) -> tuple[str, str | None]:
@@ -120,7 +121,7 @@ def split_url_key(url: str) -> tuple[str, str | None]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     keys = [v.strip() for k, v in query if k.lower() == "apikey" and v.strip()]
     path = parts.path
-    found = _PATH_KEY.search(path)
+    found = PATH_KEY.search(path)
     if found is not None:
         keys.append(found.group(1))
         path = (path[: found.start()] + path[found.end():]) or "/"

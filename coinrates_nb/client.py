@@ -59,7 +59,7 @@ class Session:
         protocol: scope and liveness state; survives reconnects so the scope is replayed.
         sink: receives each batch of fresh updates (columns) with its receive time.
         telemetry: counters shown in the collector's status.
-        on_disconnect: told when a connection ends, with the wall-clock time (ns), to record gaps.
+        on_disconnect: told when a connection ends or an attempt fails, with the wall-clock time (ns), to record gaps.
         rng: randomness for backoff jitter (seedable in tests).
     """
 

@@ -5,7 +5,7 @@ Every error the library raises derives from :class:`CoinratesError`; foreign err
 
     CoinratesError
     ├── ConfigError            (also ValueError)      bad settings, insecure key transport
-    │   └── UnknownAssetError  (also KeyError)        the simulator's price model has no such asset
+    │   └── UnknownAssetError  (also KeyError)        not a CoinAPI asset (REST list), or unknown to the simulator's prices
     ├── MessageError           (also ValueError)      a wire message that breaks the protocol
     ├── TransportError         (also ConnectionError) the socket failed or was refused
     │   └── StaleStreamError   (also TimeoutError)    no frame arrived within the stale timeout
@@ -43,9 +43,11 @@ class ConfigError(CoinratesError, ValueError):
 
 
 class UnknownAssetError(ConfigError, KeyError):
-    """Raised when a price is asked for an asset the model does not know; lists the known ones.
+    """Raised for an asset that does not exist: not in CoinAPI's ``GET /v1/assets`` (``stream()``,
+    ``subscribe()``), or unknown to the simulator's price model; ``known`` lists the known ones
+    where the list is short enough to help (empty for the REST check, which suggests a close one).
 
-    A ``KeyError`` (a mapping lookup failed) and a ``ConfigError`` (the asset set is configuration).
+    A ``KeyError`` (a lookup failed) and a ``ConfigError`` (the asset set is configuration).
     """
 
     def __init__(self, asset: str, known: tuple[str, ...], message: str | None = None) -> None:

@@ -321,7 +321,11 @@ class ClientProtocol:
         return held
 
     def _release(self) -> int:
-        """Move the switch's held updates, deduped, to :meth:`released`; later ones flow directly."""
+        """Move the switch's held updates, deduped, to :meth:`released`.
+
+        At :meth:`end_switch` the switch ends and later updates flow directly; on the ``HOLD_MAX``
+        path the switch stays on, so later updates of the new link are held (and released) again.
+        """
         switch = self.switch
         if switch is None:
             return 0

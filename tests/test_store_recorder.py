@@ -560,3 +560,21 @@ def test_to_table_handles_empty_and_numpy_heavy_batches() -> None:
     assert table.column("quote").to_pylist()[-1] == "EUR" and table.column("rate_type").to_pylist()[1] == keys[1][2]
     empty, none = _to_table([], "live")
     assert empty.num_rows == 0 and len(none) == 0
+
+
+def test_rows_that_cannot_become_a_table_raise_a_recording_error(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion failure in flush() is a RecordingError (in the tree), and the lost rows are counted."""
+    import coinrates_nb.store.recorder as recorder_module
+
+    def broken(*_: Any) -> Any:
+        raise ValueError("arrow says no")
+
+    source = FakeSource("simulated")
+    rec = cr.record(source, dataset, flush_interval=3600)
+    source.emit(make_updates(5))
+    monkeypatch.setattr(recorder_module, "_to_table", broken)
+    with pytest.raises(cr.RecordingError, match="arrow says no"):
+        rec.flush()
+    assert rec.rows_dropped == 5
+    monkeypatch.undo()
+    rec.stop()

@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.datastructures import Headers
 
+from .._secrets import PATH_KEY
+
 __all__ = ["INVALID_KEY_MESSAGE", "http_keys", "key_matches"]
 
 INVALID_KEY_MESSAGE: Final = "Invalid API key"
@@ -26,7 +28,6 @@ INVALID_KEY_MESSAGE: Final = "Invalid API key"
 
 _BEARER = re.compile(r"(?i)bearer\s")
 _BASIC = re.compile(r"(?i)basic\s+(\S+)")
-_PATH_KEY = re.compile(r"(?i)/apikey-([^/?#]+)")
 
 
 def http_keys(path: str, headers: Mapping[str, str] | Headers) -> list[str]:
@@ -53,7 +54,7 @@ def http_keys(path: str, headers: Mapping[str, str] | Headers) -> list[str]:
                     keys.append(password)
     split = urlsplit(path)
     keys.extend(v for k, v in parse_qsl(split.query) if k.lower() == "apikey" and v)
-    found = _PATH_KEY.search(split.path)
+    found = PATH_KEY.search(split.path)
     if found:
         keys.append(found.group(1))
     return keys

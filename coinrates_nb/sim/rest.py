@@ -56,6 +56,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from .._secrets import PATH_KEY
 from .._types import AssetId
 from ..exceptions import ConfigError, MessageError
 from ..rest.wire import (
@@ -113,7 +114,6 @@ GZIP_OFF_LOOP: Final = 64 << 10
 RATE_PATHS: Final = re.compile(r"^/v1/exchangerate/(?!history/periods$)")
 """Paths whose items are rates (history bars and current rates), as billed (REST notes)."""
 
-_PATH_KEY: Final = re.compile(r"(?i)/apikey-[^/?#]+")
 
 _NAMES: Final = {
     "BTC": "Bitcoin", "ETH": "Ethereum", "SOL": "Solana", "XRP": "XRP", "ADA": "Cardano", "DOGE": "Dogecoin",
@@ -355,7 +355,7 @@ class RestApi:
         """Answer one plain HTTP GET (called from the server's ``process_request`` hook)."""
         received = time.time_ns()
         split = urlsplit(request.path)
-        path = _PATH_KEY.sub("", split.path).rstrip("/") or "/"
+        path = PATH_KEY.sub("", split.path).rstrip("/") or "/"
         params = {k: v for k, v in parse_qsl(split.query, keep_blank_values=True) if k.lower() != "apikey"}
         accept = request.headers.get("Accept-Encoding", "")
         zipped = "gzip" in accept.lower()
@@ -622,7 +622,7 @@ def _key_forms(request: Request, query: str) -> tuple[str, ...]:
         forms.append("authorization")
     if any(k.lower() == "apikey" for k, _ in parse_qsl(query, keep_blank_values=True)):
         forms.append("query")
-    if _PATH_KEY.search(urlsplit(request.path).path):
+    if PATH_KEY.search(urlsplit(request.path).path):
         forms.append("path")
     return tuple(forms)
 

@@ -330,7 +330,10 @@ class Recorder(BackgroundThread):
             RecordingError: If the dataset could not be written (the rows stay in memory).
         """
         with self._write_lock:
-            failure = self._flush_once(write=True)
+            try:
+                failure = self._flush_once(write=True)
+            except Exception as exc:  # noqa: BLE001 - rows that cannot become a table (counted as dropped)
+                raise RecordingError(f"could not convert the queued rows for {self.path}: {exc}") from exc
         if failure is not None:
             raise RecordingError(f"could not write to {self.path}: {failure}") from failure
         return self
