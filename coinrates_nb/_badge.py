@@ -38,12 +38,17 @@ def simulated_html(simulated: bool) -> str:
     return pill_html(SIMULATED_TEXT, SIMULATED_COLOR, SIMULATED_CLASS) if simulated else ""
 
 
-def simulated_annotations(simulated: bool) -> list[dict[str, Any]]:
-    """Return the badge as Plotly layout annotations (top right of the plot area): one, or none when live."""
+def simulated_annotations(simulated: bool, yshift: int = 0) -> list[dict[str, Any]]:
+    """Return the badge as Plotly layout annotations: one, or none when live.
+
+    It sits at the right end of the plot area's top edge, raised ``yshift`` pixels: charts raise
+    it into the title row, so a long legend (which sits right above the plot area) never runs
+    under it.
+    """
     if not simulated:
         return []
     return [dict(name=SIMULATED_CLASS, text=f"<b>{SIMULATED_TEXT}</b>", xref="paper", yref="paper", x=1.0, y=1.0,
-                 xanchor="right", yanchor="bottom", showarrow=False, bgcolor=SIMULATED_COLOR,
+                 xanchor="right", yanchor="bottom", yshift=yshift, showarrow=False, bgcolor=SIMULATED_COLOR,
                  font=dict(color="white", size=12), borderpad=3)]
 
 

@@ -93,6 +93,12 @@ class Status:
         parts.extend(f"recorder {r.state}: {r.last_error}" for r in self.recorders if not r.ok)
         return " | ".join(parts)
 
+    def _repr_html_(self) -> str:
+        """A readable card in notebooks: state, badge, throughput, lag, stale and silent pairs, errors."""
+        from ._display import status_html  # pure formatting, no plotly/ipywidgets
+
+        return status_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-friendly) for widgets and logs."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

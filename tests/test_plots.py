@@ -164,12 +164,31 @@ def test_window_shows_only_recent_rows(closing: list[Any]) -> None:
         assert np.array_equal(np.asarray(trace.x), ns_to_ms(t)) and np.array_equal(np.asarray(trace.y), r)
 
 
-def test_pairs_filter_and_traces_follow_the_data(closing: list[Any]) -> None:
-    """pairs= limits the traces; with pairs=None a new pair adds a trace and a pair gone from the window drops it."""
+def test_pairs_filter_and_traces_follow_the_subscription(closing: list[Any]) -> None:
+    """pairs= limits the traces; with pairs=None the lines follow the source's subscription, not the buffer."""
     source = FakeSource(rows=300)
     only = cr.live_chart(source, ["ETH/USD"])
     closing.append(only)
     assert [t.name for t in only.data] == ["ETH/USD"]
+    fig = cr.live_chart(source, window="2s")
+    closing.append(fig)
+    with view_of(fig).lock:
+        source.fill(30, pairs=["SOL/USD"])  # rows of a pair outside the subscription: not drawn
+        redraw(fig, source)
+        assert [t.name for t in fig.data] == PAIRS
+        source.pairs = (*PAIRS, "SOL/USD")  # subscribed: drawn, in a row of its own
+        redraw(fig, source)
+        assert [t.name for t in fig.data] == [*PAIRS, "SOL/USD"] and fig.data[3].yaxis == "y4"
+        source.pairs = ("ETH/USD", "SOL/USD")  # unsubscribed: gone at once, though their rows stay in the buffer
+        redraw(fig, source)
+        assert [t.name for t in fig.data] == ["ETH/USD", "SOL/USD"]
+        assert [t.yaxis for t in fig.data] == ["y", "y2"] and not fig.layout.to_plotly_json().get("yaxis3")
+
+
+def test_a_whole_stream_chart_draws_the_pairs_in_its_window(closing: list[Any]) -> None:
+    """With no subscription list (the whole stream) a new pair adds a line and a pair gone from the window drops it."""
+    source = FakeSource(rows=300)
+    source.pairs = None  # type: ignore[assignment]
     fig = cr.live_chart(source, window="2s")
     closing.append(fig)
     with view_of(fig).lock:
@@ -179,6 +198,88 @@ def test_pairs_filter_and_traces_follow_the_data(closing: list[Any]) -> None:
         source.fill(400, pairs=["SOL/USD"])  # 4 s more of SOL only: the others leave the 2 s window
         redraw(fig, source)
         assert [t.name for t in fig.data] == ["SOL/USD"]
+
+
+def test_colours_are_fixed_per_pair_for_the_life_of_a_chart(closing: list[Any]) -> None:
+    """Removing a pair never recolours the others; a pair that comes back gets its old colour."""
+    source = FakeSource(rows=300, pairs=("BTC/USD", "ETH/USD", "BTC/EUR", "SOL/USD"))
+    source.fill(40, pairs=["SOL/USD"])
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    first = {t.name: t.line.color for t in fig.data}
+    assert len(set(first.values())) == 4
+    with view_of(fig).lock:
+        source.pairs = ("BTC/USD", "ETH/USD", "SOL/USD")
+        redraw(fig, source)
+        assert {t.name: t.line.color for t in fig.data} == {p: first[p] for p in source.pairs}
+        source.pairs = ("BTC/USD", "ETH/USD", "SOL/USD", "BTC/EUR")
+        redraw(fig, source)
+        assert {t.name: t.line.color for t in fig.data} == first
+
+
+def test_rows_give_each_pair_its_own_price_axis(closing: list[Any]) -> None:
+    """The default arrangement: a row per pair (own y axis titled with the quote, own label) on one time axis."""
+    source = FakeSource(rows=300, pairs=("BTC/USD", "EUR/USD"))
+    source.fill(300, pairs=["EUR/USD"])
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    layout = fig.layout
+    assert [t.yaxis for t in fig.data] == ["y", "y2"] and {t.xaxis for t in fig.data} == {"x"}
+    assert layout.yaxis.domain[0] > layout.yaxis2.domain[1]  # BTC/USD above EUR/USD, with a gap for the label
+    assert layout.yaxis.title.text == "USD" and layout.xaxis.anchor == "y2"
+    labels = [a.text for a in layout.annotations if a.name == "coinrates-row"]
+    assert labels == ["<b>BTC/USD</b>", "<b>EUR/USD</b>"]
+    assert layout.height == 70 + 45 + 2 * 100 + 26
+    overlay = cr.live_chart(source, arrange="overlay")
+    closing.append(overlay)
+    assert {t.yaxis for t in overlay.data} == {None} and overlay.layout.showlegend
+    with pytest.raises(cr.ConfigError, match="arrange must be 'rows'"):
+        cr.live_chart(source, arrange="stacked")  # type: ignore[arg-type]
+
+
+def test_a_gap_breaks_the_line_and_is_shaded(closing: list[Any]) -> None:
+    """A 20 s silence of every pair (a stop/start) puts a NaN in each line there and one shaded span."""
+    source = FakeSource(rows=300)
+    fig = cr.live_chart(source)
+    closing.append(fig)
+    silent_from = source.now
+    source.now += 20 * SECOND
+    with view_of(fig).lock:
+        source.fill(300)
+        redraw(fig, source)
+    for trace in fig.data:
+        x, y = np.asarray(trace.x), np.asarray(trace.y)
+        (holes,) = np.nonzero(np.isnan(y))
+        assert len(holes) == 1, trace.name
+        assert x[holes[0] - 1] * 1e6 <= silent_from < x[holes[0] + 1] * 1e6
+    (shape,) = [s for s in fig.layout.shapes if s.name == "coinrates-gap"]
+    assert shape.x0 * 1e6 <= silent_from + 30_000_000 and shape.x1 * 1e6 >= silent_from + 20 * SECOND
+
+
+def test_a_zoom_pauses_on_the_users_range_and_autoscale_follows_again(closing: list[Any]) -> None:
+    """A relayout with an x range pauses the chart (cue, rows inside that range only); autorange resumes following."""
+    source = FakeSource(rows=6_000)  # 60 s, 10 ms apart
+    fig = cr.live_chart(source, window="30s")
+    closing.append(fig)
+    view = view_of(fig)
+    lo, hi = source.now - 50 * SECOND, source.now - 40 * SECOND
+    stamp = lambda ns: str(pd.Timestamp(ns, unit="ns")).replace("T", " ")  # noqa: E731 - plotly.js sends naive UTC
+    with view.lock:
+        fig._handler_js2py_relayout({"new": {"relayout_data": {"xaxis.range[0]": stamp(lo), "xaxis.range[1]": stamp(hi)},
+                                             "source_view_id": None}})
+        assert not view.follow.live and view.follow.range_ns == (lo, hi)
+        redraw(fig, source)
+        x = np.concatenate([np.asarray(t.x) for t in fig.data]) * 1e6
+        assert x.min() >= lo - 2 * SECOND and x.max() <= hi + 2 * SECOND  # the user's range, not the last 30 s
+        assert any("paused" in (a.text or "") for a in fig.layout.annotations)
+        source.fill(100)
+        assert not view.due(time.monotonic() + 60, "new rows")  # the range is in the past: nothing to redraw
+        fig._handler_js2py_relayout({"new": {"relayout_data": {"xaxis.autorange": True, "yaxis.autorange": True},
+                                             "source_view_id": None}})
+        assert view.follow.live and view.due(time.monotonic() + 60, "new rows")
+        redraw(fig, source)
+        assert any("live" in (a.text or "") for a in fig.layout.annotations)
+        assert max(np.asarray(t.x)[-1] for t in fig.data) * 1e6 == source.now
 
 
 def test_chart_grows_by_itself_from_the_refresher_thread(closing: list[Any]) -> None:
@@ -225,7 +326,7 @@ def test_redraw_errors_show_on_the_chart_and_clear(closing: list[Any], monkeypat
     with view.lock:
         monkeypatch.setattr(view, "lines", lambda tick: 1 / 0)
         assert not view.run(Tick(source), time.monotonic(), 1)
-        texts = [a.text for a in fig.layout.annotations]
+        texts = [a.text or "" for a in fig.layout.annotations]
         assert any("ZeroDivisionError" in t for t in texts) and view.errors == 1
         monkeypatch.undo()
         assert view.run(Tick(source), time.monotonic(), 2)
@@ -244,7 +345,8 @@ def test_the_three_charts_take_arguments_in_one_order() -> None:
         assert positional == ["source", "pairs", "window"], name
         assert all(p.kind is p.KEYWORD_ONLY for p in params[3:]), name
         shapes[name] = {p.name for p in params[3:]}
-    assert shapes["live_chart"] == shapes["performance_chart"] == {"fps", "max_points", "height", "title", "mode"}
+    assert shapes["live_chart"] == {"fps", "max_points", "height", "title", "arrange", "mode"}
+    assert shapes["performance_chart"] == {"fps", "max_points", "height", "title", "mode"}
     assert shapes["ohlc_chart"] == {"freq", "fps", "max_bars", "height", "title", "mode"}
 
 
@@ -528,3 +630,82 @@ def test_rerunning_cells_leaks_no_threads_sockets_or_refreshers(kernel: Any) -> 
     assert "collectors 1" in out and "refreshers 1" in out and "views 1" in out and "same True" in out
     assert "sockets 2" in out  # the client end and the embedded simulator's end of one connection
     assert "closed [True, True, False]" in out
+
+
+# ------------------------------------------------------------------------------------ the figure widget
+
+
+def browser_trace_deltas(fig: Any) -> dict[str, Any]:
+    """What JupyterLab sends after a candlestick restyle (captured with plotly 7.1): typed arrays as index-keyed objects."""
+    deltas = []
+    for trace in fig.data:
+        high = {str(i): float(v) for i, v in enumerate(trace.high)}
+        deltas.append({"uid": trace.uid, "high": high, "low": dict(high), "line": {"width": 2},
+                       "increasing": {"line": {"color": "#3D9970", "width": 2}}, "xaxis": "x", "_length": len(high)})
+    return {"trace_deltas": deltas, "trace_edit_id": fig._last_trace_edit_id}
+
+
+def test_browser_trace_deltas_on_a_candlestick_chart_raise_nothing(closing: list[Any],
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """plotly.py's own FigureWidget raises 'truth value of an array' on these deltas; ours merges only the defaults."""
+    source = FakeSource(rows=0)
+    source.now = time.time_ns() // SECOND * SECOND
+    fig = cr.ohlc_chart(source, ["BTC/USD", "ETH/USD"], freq="1s")
+    closing.append(fig)
+    with view_of(fig).lock:
+        source.fill(400)
+        redraw(fig, source)
+        assert len(fig.data[0].high) > 1
+        plain = go.FigureWidget(fig)
+        try:
+            plain._last_trace_edit_id = fig._last_trace_edit_id = 7
+            with pytest.raises(ValueError, match="truth value of an array"):
+                plain._handler_js2py_traceDeltas({"new": browser_trace_deltas(plain)})  # the defect, reproduced
+        finally:
+            plain.close()
+        high = np.asarray(fig.data[0].high).copy()
+        fig._handler_js2py_traceDeltas({"new": browser_trace_deltas(fig)})
+    assert np.array_equal(np.asarray(fig.data[0].high), high)  # our data untouched
+    assert fig.data[0]._prop_defaults["increasing"]["line"]["color"] == "#3D9970"  # the real defaults merged
+    assert "high" not in fig.data[0]._prop_defaults
+
+
+def test_defaults_only_drops_what_we_set_as_arrays() -> None:
+    """A key we hold as an array (at any depth) is never taken as a default; everything else is kept."""
+    from coinrates_nb.ui._figure import defaults_only
+
+    props = {"x": np.arange(3.0), "marker": {"color": np.arange(3.0)}, "line": {"width": 1}}
+    delta = {"x": {"0": 1.0}, "marker": {"color": {"0": 1}, "size": 6}, "line": {"color": "red"}, "mode": "lines"}
+    assert defaults_only(delta, props) == {"marker": {"size": 6}, "line": {"color": "red"}, "mode": "lines"}
+
+
+class KernelStandIn:
+    """A kernel's comm manager, as ipykernel keeps it: comms by id; get_comm warns about unknown ids."""
+
+    def __init__(self) -> None:
+        self.comms: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    def get_comm(self, comm_id: str) -> Any:
+        if comm_id not in self.comms:
+            self.warnings.append(f"No such comm: {comm_id}")
+        return self.comms.get(comm_id)
+
+
+def test_closing_a_chart_stops_view_counting_and_swallows_late_messages(closing: list[Any]) -> None:
+    """close(): _view_count is turned off first (no page error), and a message the browser sent meanwhile is dropped quietly."""
+    source = FakeSource(rows=30)
+    fig = cr.live_chart(source)
+    manager = KernelStandIn()
+    comm = fig.comm
+    comm.kernel = type("Kernel", (), {"comm_manager": manager})()
+    spy = CommSpy(fig)
+    comm_id = comm.comm_id
+    fig._view_count = 1
+    fig.close()
+    assert fig.comm is None
+    states = [d.get("state", {}) for d, _ in spy.messages if d.get("method") == "update"]
+    assert {"_view_count": None} in states  # the browser stops counting views before the comm closes
+    tombstone = manager.get_comm(comm_id)
+    assert tombstone is not None and manager.warnings == []  # a late _view_count or trace delta finds it
+    tombstone.handle_msg({"content": {"data": {"method": "update", "state": {"_view_count": 0}}}})

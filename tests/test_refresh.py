@@ -511,3 +511,151 @@ def test_refresher_rejects_an_unknown_mode(mode: Any) -> None:
     """A mode other than "thread" or "loop" is a ConfigError that names both."""
     with pytest.raises(ConfigError, match="mode must be 'thread'.*'loop'"):
         Refresher(FakeSource(), mode=mode)
+
+
+# ------------------------------------------------------------------------------------ gaps (series)
+
+
+def test_gap_threshold_is_five_seconds_or_ten_spacings() -> None:
+    """A 10 Hz pair has a gap after 5 s of silence; a pair updating every 2 s after 20 s."""
+    from coinrates_nb.ui.series import gap_threshold_ns
+
+    fast = np.arange(100, dtype=np.int64) * 100_000_000
+    slow = np.arange(100, dtype=np.int64) * 2_000_000_000
+    assert gap_threshold_ns(fast) == 5_000_000_000 and gap_threshold_ns(slow) == 20_000_000_000
+    assert gap_threshold_ns(fast[:2]) == 5_000_000_000
+
+
+def test_gaps_of_matches_the_accessor() -> None:
+    """gaps_of finds the same silences as df.rates.gaps (strictly longer than the threshold)."""
+    from coinrates_nb.ui.series import gaps_of
+
+    frame = RollingFrame()
+    times = [0, 1, 2, 9, 10, 20]
+    for second in times:
+        put(frame, 1_700_000_000_000_000_000 + second * 1_000_000_000, "BTC/USD", 100.0 + second)
+    t = np.asarray(frame.snapshot().index.asi8)
+    starts, ends = gaps_of(t, 5_000_000_000)
+    expected = frame.snapshot().rates.gaps("5s")
+    assert list(starts) == list(expected["start"].astype("int64")) and list(ends) == list(expected["end"].astype("int64"))
+
+
+def test_break_gaps_puts_a_nan_between_the_points_around_each_gap() -> None:
+    """One NaN per gap, at the middle of the hole; nothing else changes (decimated lines too)."""
+    from coinrates_nb.ui.series import break_gaps
+
+    x = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 30.0])
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    bx, by = break_gaps(x, y, np.array([2.0, 11.0]))
+    assert list(bx) == [0.0, 1.0, 2.0, 6.0, 10.0, 11.0, 20.5, 30.0]
+    assert np.isnan(by[[3, 6]]).all() and list(by[~np.isnan(by)]) == list(y)
+    bx, _ = break_gaps(x[[0, 4, 5]], y[[0, 4, 5]], np.array([2.0]))  # decimated: the gap start itself was dropped
+    assert list(bx) == [0.0, 5.5, 11.0, 30.0]
+    assert break_gaps(x, y, np.empty(0))[0] is x
+
+
+def test_common_gaps_are_where_every_pair_was_silent() -> None:
+    """Shading covers only the spans all pairs share (a stop/start), not one quiet pair's silence."""
+    from coinrates_nb.ui.series import common_gaps
+
+    a = (np.array([10, 50]), np.array([30, 60]))
+    b = (np.array([15, 70]), np.array([40, 80]))
+    assert common_gaps([a, b]) == [(15, 30)]
+    assert common_gaps([a]) == [(10, 30), (50, 60)] and common_gaps([]) == []
+
+
+def test_windowed_cuts_both_ends() -> None:
+    """windowed keeps [since, until] of a sorted series; None leaves an end open."""
+    from coinrates_nb.ui.series import windowed
+
+    t = np.arange(10, dtype=np.int64)
+    r = t.astype(np.float64)
+    assert list(windowed(t, r, 3, 6)[0]) == [3, 4, 5, 6] and list(windowed(t, r, None, 2)[0]) == [0, 1, 2]
+    assert windowed(t, r, None, None)[0] is t
+
+
+# ------------------------------------------------------------------------------------ follow
+
+
+def test_a_zoom_pauses_and_autorange_follows_again() -> None:
+    """xaxis.range[0/1] pauses on that range; xaxis.autorange resumes; y-only zooms change nothing."""
+    from coinrates_nb.ui.follow import LIVE_TEXT, PAUSED_TEXT, Follow
+
+    follow = Follow()
+    assert follow.live and follow.cue == LIVE_TEXT
+    assert not follow.on_relayout({"yaxis.range[0]": 1, "yaxis.range[1]": 2})
+    assert follow.on_relayout({"xaxis.range[0]": "2026-12-01 22:14:05.5", "xaxis.range[1]": "2026-12-01 22:15:05"})
+    lo = pd.Timestamp("2026-12-01T22:14:05.5Z").value
+    assert follow.range_ns == (lo, lo + 59_500_000_000) and follow.cue == PAUSED_TEXT
+    assert follow.frozen(lo + 60 * 10**9) and not follow.frozen(lo)
+    assert follow.on_relayout({"xaxis2.range": [1_700_000_000_000, 1_700_000_060_000]})  # a shared OHLC axis, in ms
+    assert follow.range_ns == (1_700_000_000_000_000_000, 1_700_000_060_000_000_000)
+    assert follow.on_relayout({"xaxis.autorange": True, "yaxis.autorange": True}) and follow.live
+    assert not follow.on_relayout({"xaxis.range[0]": "not a time", "xaxis.range[1]": None})
+    assert follow.live and not follow.resume()
+
+
+# ------------------------------------------------------------------------------------ the chart budget
+
+
+def test_budget_allows_rate_per_second_on_average() -> None:
+    """A 2/s budget gives one redraw at once, then one every 0.5 s, however often it is asked."""
+    from coinrates_nb.ui.throttle import Budget
+
+    budget = Budget(2.0)
+    asked = [i * 0.05 for i in range(41)]  # 2 s of asking at 20 Hz
+    granted = [t for t in asked if budget.take(t)]
+    assert len(granted) == 5 and granted[0] == 0.0
+    assert all(b - a >= 0.5 - 1e-9 for a, b in zip(granted, granted[1:], strict=False))
+    assert budget.wait(2.0) == pytest.approx(0.5, abs=1e-9)
+    with pytest.raises(ConfigError):
+        Budget(0)
+
+
+class ChartLike(RecordingView):
+    """A costly view (a chart) that records its draws."""
+
+    costly = True
+
+
+def test_charts_share_the_budget_oldest_first_and_text_views_do_not_wait() -> None:
+    """Three 1 fps charts share one redraw a second, the longest-waiting first; a status view is never held back."""
+    source = FakeSource()
+    refresher = Refresher(source, clock=lambda: 0.0)
+    charts = [ChartLike(fps=1.0) for _ in range(3)]
+    status = RecordingView(fps=1.0, always=True)
+    for view in [*charts, status]:
+        refresher._views.append(weakref.ref(view))
+    drawn_at: dict[int, list[float]] = {i: [] for i in range(3)}
+    for step in range(41):  # 10 s at 4 ticks a second, new rows each tick
+        now = step * 0.25
+        source.add(1)
+        before = [len(c.draws) for c in charts]
+        refresher.tick(now)
+        for i, chart in enumerate(charts):
+            if len(chart.draws) > before[i]:
+                drawn_at[i].append(now)
+    total = sum(len(times) for times in drawn_at.values())
+    assert 10 <= total <= 11  # 1/s over 10 s, not 3/s
+    assert all(len(times) >= 3 for times in drawn_at.values())  # fair: each gets its share
+    assert len(status.draws) >= 10 and refresher.deferred > 0
+    one = Refresher(source, clock=lambda: 0.0)
+    fast = ChartLike(fps=4.0)
+    one._views.append(weakref.ref(fast))
+    for step in range(40):
+        source.add(1)
+        one.tick(step * 0.25)
+    assert len(fast.draws) >= 39  # a chart alone that asked for 4 fps gets 4 fps
+
+
+def test_a_chart_held_back_by_the_budget_is_looked_at_again_when_a_redraw_is_available() -> None:
+    """next_wait after a deferral is the budget's wait (1 s at 1/s), not the chart's whole 2 s interval."""
+    source = FakeSource()
+    refresher = Refresher(source, clock=lambda: 0.0)
+    charts = [ChartLike(fps=0.5) for _ in range(2)]
+    for view in charts:
+        refresher._views.append(weakref.ref(view))
+    source.add(1)
+    refresher.tick(0.0)  # one draws, the other is deferred
+    assert sum(len(c.draws) for c in charts) == 1 and refresher.deferred == 1
+    assert refresher.next_wait(0.0) == pytest.approx(1.0)

@@ -17,7 +17,7 @@ from coinrates_nb._badge import SIMULATED_COLOR, simulated_annotations, simulate
 from coinrates_nb.sim.server import Simulator
 from coinrates_nb.ui import widgets
 from coinrates_nb.ui.refresh import Tick
-from coinrates_nb.ui.widgets import STATE_COLORS, Dashboard, render_latest, render_status
+from coinrates_nb.ui.widgets import STATE_COLORS, Dashboard, PairPicker, render_latest, render_notes, render_status
 from tests.helpers import wait_until
 from tests.test_plots import PAIRS, SECOND, FakeSource
 from tests.test_refresh import make_status
@@ -52,9 +52,22 @@ def test_the_badge_is_one_definition() -> None:
 def test_render_status_facts() -> None:
     """msgs/s, lag, reconnect count, stale pairs and the last error are all shown."""
     html = render_status(make_status(msgs_per_s=12.34, lag_ms=42.4, reconnects=3, stale_pairs=("ETH/USD",),
-                                     last_error="server said no", rates=1234))
+                                     scope=("BTC/USD", "ETH/USD"), last_error="server said no", rates=1234))
     for text in ("12.3 msgs/s", "lag 42 ms", "3 reconnects", "1,234 msgs", "stale: ETH/USD", "server said no"):
         assert text in html, text
+
+
+def test_render_status_flags_only_subscribed_pairs_stale() -> None:
+    """A pair the user removed is never flagged stale, though the collector still remembers it."""
+    html = render_status(make_status(stale_pairs=("BTC/EUR", "ETH/USD"), scope=("BTC/USD", "ETH")))
+    assert "stale: ETH/USD" in html and "BTC/EUR" not in html
+
+
+@pytest.mark.parametrize("state", ["stopped", "idle", "error"])
+def test_render_status_shows_zero_msgs_per_s_unless_running(state: str) -> None:
+    """Stopped (or idle, or failed) shows 0.0 msgs/s, whatever rate the status still carries."""
+    assert "0.0 msgs/s" in render_status(make_status(state=state, msgs_per_s=49.4))
+    assert "49.4 msgs/s" in render_status(make_status(state="connected", msgs_per_s=49.4))
     assert "1 reconnect ·" in render_status(make_status(reconnects=1))
     assert "lag n/a" in render_status(make_status(lag_ms=None))
 
@@ -72,7 +85,24 @@ def test_render_latest_table() -> None:
         "age": [pd.Timedelta("1.5s")]}, index=pd.Index(["BTC/USD"], name="pair"))
     html = render_latest(latest)
     assert "BTC/USD" in html and "64,012.5" in html and "12:00:01.250" in html and "1.5 s" in html
+    assert "time (UTC, 2024-05-01)" in html and "text-align:right" in html
     assert "no rates yet" in render_latest(latest.iloc[:0])
+
+
+def test_render_latest_shows_only_subscribed_pairs() -> None:
+    """The table drops a pair removed from the subscription (its rows stay in the buffer) and marks stale ones."""
+    latest = pd.DataFrame({"time": pd.to_datetime(["2024-05-01T12:00:01Z"] * 2), "rate": [64012.5, 1.0823],
+                           "age": pd.to_timedelta(["1s", "12s"])}, index=pd.Index(["BTC/EUR", "EUR/USD"], name="pair"))
+    html = render_latest(latest, scope=("EUR/USD",), stale=("EUR/USD",), colors={"EUR/USD": "#00CC96"})
+    assert "BTC/EUR" not in html and 'data-pair="EUR/USD"' in html and "1.08230" in html
+    assert "stale" in html and "#00CC96" in html
+
+
+def test_render_notes_names_silent_and_waiting_pairs() -> None:
+    """A pair with no data for 30 s gets "no data for FOO/USD for 30 s"; one just added is "waiting"."""
+    html = render_notes(make_status(silent_pairs={"FOO/USD": 31.0}), waiting=("FOO/USD", "XRP/USD"))
+    assert "no data for FOO/USD for 31 s" in html and "waiting for the first rate of XRP/USD" in html
+    assert render_notes(make_status()) == ""
 
 
 # ------------------------------------------------------------------------------------ status bar
@@ -197,10 +227,56 @@ def test_picker_entries_are_normalised_then_subscribed(closing: list[Any]) -> No
     board.picker.value = ["BTC/USD", "ETH/USD", " sol/usd ", "SOL/USD"]
     assert source.calls == [("subscribe", ["SOL/USD"]), ("unsubscribe", ["BTC/EUR"])]
     assert list(board.picker.value) == ["BTC/USD", "ETH/USD", "SOL/USD"]
-    assert board.chart._coinrates_view.pairs == ("BTC/USD", "ETH/USD", "SOL/USD")
-    board.picker.value = ["BTC/USD", "ETH/USD", "SOL/USD", "xrp"]  # an asset id: the chart draws every pair
-    assert source.calls[-1] == ("subscribe", ["XRP"]) and board.chart._coinrates_view.pairs is None
+    board.picker.value = ["BTC/USD", "ETH/USD", "SOL/USD", "xrp"]  # an asset id: every XRP pair is drawn
+    assert source.calls[-1] == ("subscribe", ["XRP"])
     assert board.error.layout.display == "none"
+
+
+def test_enter_in_the_pair_box_subscribes_and_clears_it(closing: list[Any]) -> None:
+    """The text box commits on Enter (continuous_update off): the pair is subscribed, gets a chip, the box empties."""
+    source = SubscribingSource(rows=30)
+    board = cr.dashboard(source)
+    closing.append(board)
+    entry = board.picker.entry
+    assert entry.continuous_update is False  # the browser sends the value on Enter (or blur), not per key
+    entry.value = "sol/usd"
+    assert source.calls == [("subscribe", ["SOL/USD"])] and entry.value == ""
+    assert [c.description for c in board.picker.chips.children] == [f"{p} ×" for p in [*PAIRS, "SOL/USD"]]
+    entry.value = "BTCUSD"  # refused with the package's hint; the text stays to be corrected
+    assert "did you mean &#x27;BTC/USD&#x27;" in board.error.value and entry.value == "BTCUSD"
+    assert len(source.calls) == 1
+
+
+def test_a_chip_click_unsubscribes_and_the_chart_and_table_follow(closing: list[Any]) -> None:
+    """× on a chip unsubscribes the pair; its line and table row go at the next redraw, other colours stay."""
+    source = SubscribingSource(rows=300)
+    board = cr.dashboard(source, fps=50)
+    closing.append(board)
+    view = board.chart._coinrates_view
+    colors = {t.name: t.line.color for t in board.chart.data}
+    (chip,) = [c for c in board.picker.chips.children if c.description == "BTC/EUR ×"]
+    assert chip.style.button_color == colors["BTC/EUR"]  # chips wear their line's colour
+    chip.click()
+    assert source.calls == [("unsubscribe", ["BTC/EUR"])]
+    with view.lock:
+        view.run(Tick(source), 0.0, "after")
+        board.panel.run(Tick(source), 0.0, "after")
+    assert [t.name for t in board.chart.data] == ["BTC/USD", "ETH/USD"]
+    assert {t.name: t.line.color for t in board.chart.data} == {p: colors[p] for p in ("BTC/USD", "ETH/USD")}
+    assert "BTC/EUR" not in board.table.value and "ETH/USD" in board.table.value
+
+
+def test_picker_is_its_own_widget_with_an_always_visible_box() -> None:
+    """PairPicker holds one chip per entry and the text box; removing an entry removes its chip."""
+    picker = PairPicker(["BTC/USD", "ETH"])
+    try:
+        assert [c.description for c in picker.chips.children] == ["BTC/USD ×", "ETH ×"]
+        assert picker.entry in picker.children and picker.entry.layout.display != "none"
+        picker.chips.children[1].click()
+        assert list(picker.value) == ["BTC/USD"] and len(picker.chips.children) == 1
+    finally:
+        picker.close()
+    assert picker.entry.comm is None and picker.comm is None
 
 
 def test_dashboard_has_no_pair_normaliser_of_its_own() -> None:
@@ -213,8 +289,9 @@ def test_callbacks_observe_named_traits_only(closing: list[Any]) -> None:
     board = cr.dashboard(BrokenSource(rows=3))
     closing.append(board)
     assert "value" in board.picker._trait_notifiers and "value" in board.window._trait_notifiers
+    assert "value" in board.picker.entry._trait_notifiers
     assert {"_view_count", "comm"} <= set(board.chart._trait_notifiers)
-    for widget in (board, board.picker, board.window, board.chart, board.status_html, board.table):
+    for widget in (board, board.picker, board.picker.entry, board.window, board.chart, board.status_html, board.table):
         assert All not in widget._trait_notifiers, widget
 
 
@@ -277,7 +354,8 @@ def test_dashboard_close_closes_every_part() -> None:
     """close() closes the chart and every control, so their redraws stop."""
     board = cr.dashboard(BrokenSource(rows=3))
     refresher = board.panel.refresher
-    parts = [board.chart, board.status_html, board.picker, board.start_stop, board.window, board.table]
+    parts = [board.chart, board.status_html, board.picker, board.picker.entry, board.start_stop, board.window,
+             board.notes, board.table]
     board.close()
     assert all(part.comm is None for part in parts) and board.comm is None
     refresher.join(10)
@@ -292,8 +370,9 @@ def test_dashboard_on_the_simulator(simulator: Simulator, closing: list[Any]) ->
         board = cr.dashboard(rates, fps=10)
         closing.append(board)
         wait_until(lambda: ">connected<" in board.status_html.value, timeout=30)
-        board.picker.value = ["BTC/USD", "ETH/USD", "SOL/USD"]
+        board.picker.entry.value = "SOL/USD"  # what Enter in the box sends
         assert board.error.layout.display == "none", board.error.value
+        board.picker.value = ["BTC/USD", "ETH/USD", "SOL/USD"]
         assert rates.pairs == ("BTC/USD", "ETH/USD", "SOL/USD")
         wait_until(lambda: [t.name for t in board.chart.data] == ["BTC/USD", "ETH/USD", "SOL/USD"], timeout=30,
                    message="the chart did not follow the picker")
@@ -312,3 +391,23 @@ def test_dashboard_on_the_simulator(simulator: Simulator, closing: list[Any]) ->
         assert board.error.layout.display == "none", board.error.value
     finally:
         rates.stop()
+
+
+class RefusingSource(SubscribingSource):
+    """A source whose subscribe refuses an unknown asset, as the simulated collector does."""
+
+    def subscribe(self, items: list[str]) -> None:
+        if any(i.startswith("FOO") for i in items):
+            raise cr.ConfigError("FOO is not a CoinAPI asset; a stream of it would stay silent")
+        super().subscribe(items)
+
+
+def test_a_refused_subscription_is_shown_and_leaves_no_chip(closing: list[Any]) -> None:
+    """FOO/USD refused by the source: the error says why, the picker shows what is subscribed, the text stays."""
+    source = RefusingSource(rows=30)
+    board = cr.dashboard(source)
+    closing.append(board)
+    board.picker.entry.value = "FOO/USD"
+    assert "not a CoinAPI asset" in board.error.value and board.error.layout.display == ""
+    assert list(board.picker.value) == PAIRS and board.picker.entry.value == "FOO/USD"
+    assert [c.description for c in board.picker.chips.children] == [f"{p} ×" for p in PAIRS]

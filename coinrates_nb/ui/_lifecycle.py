@@ -84,6 +84,9 @@ class WidgetView(View):
         """
         widget.unobserve(self._on_view_count, names=["_view_count"])
         widget.unobserve(self._on_comm, names=["comm"])
+        callbacks = widget.__dict__.get("_relayout_callbacks")
+        if isinstance(callbacks, list):  # LiveFigure.on_relayout holds bound methods of this view
+            callbacks[:] = [fn for fn in callbacks if getattr(fn, "__self__", None) is not self]
         if widget.__dict__.get("_coinrates_view") is self:
             del widget.__dict__["_coinrates_view"]
 

@@ -24,7 +24,7 @@ def write_html(frame: pd.DataFrame, path: str | Path, *, simulated: bool, title:
     for pair, group in frame.groupby("pair", observed=True):
         values = group["rate"].to_numpy(np.float64)
         # epoch milliseconds on a date axis plot at the true wall-clock time (NOTES.md, Plotly)
-        fig.add_scatter(x=pd.DatetimeIndex(group.index).asi8 / 1e6, y=rebase(values), mode="lines", name=str(pair))
+        fig.add_scatter(x=pd.DatetimeIndex(group.index).as_unit("ns").asi8 / 1e6, y=rebase(values), mode="lines", name=str(pair))
     fig.update_layout(
         title=simulated_title(f"{title}: each pair rebased to 100", simulated),
         xaxis={"type": "date", "title": "time (UTC)"},

@@ -7,6 +7,10 @@ its own :class:`~coinrates_nb.ui.throttle.Throttle` says so and the data changed
 redraw (:func:`~coinrates_nb.ui.throttle.data_version`). The refresher holds views weakly and its
 thread ends when the last view is closed or garbage collected.
 
+Charts are costly for the browser (a full plotly.js re-render each, whatever their size), so a
+source's charts also share one :class:`~coinrates_nb.ui.throttle.Budget` of redraws per second
+(``View.costly``); status bars and tables do not wait for it.
+
 The decision is pure and lives apart from this thread: :mod:`coinrates_nb.ui.throttle` says
 whether a redraw is due, :mod:`coinrates_nb.ui.series` computes what it sends.
 
@@ -58,7 +62,7 @@ from ..exceptions import ConfigError
 from ..frame import RollingFrame
 from ..status import Status
 from .series import Series
-from .throttle import DEFAULT_FPS, Throttle, data_version
+from .throttle import CHART_BUDGET, DEFAULT_FPS, Budget, Throttle, data_version
 
 __all__ = ["Mode", "Refresher", "Source", "Tick", "View", "check_mode"]
 
@@ -125,7 +129,7 @@ class Tick:
         df = self.df
         if df.empty:
             return {}
-        times = np.asarray(cast(pd.DatetimeIndex, df.index).asi8, dtype=np.int64)
+        times = np.asarray(cast(pd.DatetimeIndex, df.index).as_unit("ns").asi8, dtype=np.int64)
         rates = df["rate"].to_numpy(dtype=np.float64)
         pair = df["pair"]
         codes = pair.cat.codes.to_numpy()
@@ -179,6 +183,10 @@ class View(abc.ABC):
         fps: Redraws per second at most.
         always: Redraw at ``fps`` even when no new rows arrived (status bars, ages).
     """
+
+    costly: bool = False
+    """True for views whose redraw costs the browser a full re-render (charts): they share the refresher's
+    :class:`~coinrates_nb.ui.throttle.Budget`. Text views (status bars, tables) are cheap and do not."""
 
     def __init__(self, fps: float = DEFAULT_FPS, *, always: bool = False) -> None:
         self.throttle = Throttle(fps)
@@ -320,6 +328,11 @@ class Refresher:
                 mode = "thread"
         self.mode: Mode = mode
         self.ticks = 0
+        self.budget = Budget(CHART_BUDGET)
+        """Redraws per second that this source's costly views (charts) share."""
+        self.deferred = 0
+        """Chart redraws that were due but waited for the budget."""
+        self._waiting = False
         self._views: list[weakref.ReferenceType[View]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -412,8 +425,15 @@ class Refresher:
         version = data_version(self.source.frame)
         tick: Tick | None = None
         drawn = 0
-        for view in views:
-            if not view.due(now, version):
+        charts = [view.throttle.fps for view in views if view.costly]
+        self.budget.rate = max([CHART_BUDGET, *charts])  # a chart asked for more gets it: the budget binds many
+        due = [view for view in views if view.due(now, version)]
+        due.sort(key=lambda v: (v.costly, v.throttle.last if v.throttle.last is not None else -1.0))
+        self._waiting = False
+        for view in due:  # text views first, then charts, the one waiting longest first
+            if view.costly and not self.budget.take(now):
+                self.deferred += 1
+                self._waiting = True  # look again as soon as the budget has a redraw, not an interval later
                 continue
             tick = tick or Tick(self.source)
             if view.run(tick, now, version):
@@ -426,7 +446,13 @@ class Refresher:
         A view that may redraw already but had nothing new is polled again one interval later,
         so an idle refresher wakes ``fps`` times a second, not in a busy loop.
         """
-        waits = [v.throttle.wait(now) or v.throttle.interval for v in self.views() if v.visible]
+        views = [v for v in self.views() if v.visible]
+        waits = [v.throttle.wait(now) or v.throttle.interval for v in views]
+        if any(v.costly for v in views):
+            budget = self.budget.wait(now)
+            waits = [max(w, budget) if v.costly else w for v, w in zip(views, waits, strict=True)]
+            if self._waiting:  # a chart was due but the budget said wait: back when it has a redraw
+                waits.append(budget)
         soonest = min(waits, default=MAX_WAIT)
         return min(MAX_WAIT, max(MIN_WAIT, soonest))
 

@@ -16,11 +16,18 @@ import numpy.typing as npt
 
 from ..exceptions import ConfigError
 
-__all__ = ["MAX_POINTS", "Float64Array", "Int64Array", "Series", "check_max_points", "downsample_minmax",
-           "ns_to_ms", "ohlc_arrays", "rebase", "window_start", "windowed"]
+__all__ = ["GAP_FACTOR", "GAP_FLOOR_NS", "MAX_POINTS", "Float64Array", "Int64Array", "Series", "break_gaps",
+           "check_max_points", "common_gaps", "downsample_minmax", "gap_threshold_ns", "gaps_of", "ns_to_ms",
+           "ohlc_arrays", "rebase", "window_start", "windowed"]
 
 MAX_POINTS: Final = 2_000
 """Points per trace one redraw sends at most (~32 kB as two float64 buffers)."""
+
+GAP_FLOOR_NS: Final = 5_000_000_000
+"""A silence shorter than this (5 s, ``rates.gaps``' default threshold) is never a gap in a chart."""
+
+GAP_FACTOR: Final = 10
+"""A silence longer than this many times a pair's median spacing (and :data:`GAP_FLOOR_NS`) is a gap."""
 
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
@@ -112,12 +119,86 @@ def window_start(newest_ns: int | None, window_ns: int | None) -> int | None:
     return newest_ns - window_ns
 
 
-def windowed(t: Int64Array, r: Float64Array, since_ns: int | None) -> Series:
-    """The rows of one time-sorted series from ``since_ns`` on (all of them for ``None``); views, not copies."""
-    if since_ns is None:
+def windowed(t: Int64Array, r: Float64Array, since_ns: int | None, until_ns: int | None = None) -> Series:
+    """The rows of one time-sorted series from ``since_ns`` (to ``until_ns``, inclusive) on; views, not copies.
+
+    ``None`` leaves that end open.
+    """
+    start = 0 if since_ns is None else int(np.searchsorted(t, since_ns, side="left"))
+    stop = len(t) if until_ns is None else int(np.searchsorted(t, until_ns, side="right"))
+    if start == 0 and stop == len(t):
         return t, r
-    start = int(np.searchsorted(t, since_ns, side="left"))
-    return t[start:], r[start:]
+    return t[start:stop], r[start:stop]
+
+
+def gap_threshold_ns(t: Int64Array, floor_ns: int = GAP_FLOOR_NS, factor: float = GAP_FACTOR) -> int:
+    """How long a silence must be to count as missing data for one pair: ``max(floor, factor x median spacing)``.
+
+    A pair updating ten times a second has a gap after 5 s of silence (the floor); one composed
+    about once a second (BTC/EUR in the simulator) after 10 s, so its ordinary spacing never
+    breaks its line.
+    """
+    if len(t) < 3:
+        return floor_ns
+    spacing = float(np.median(np.diff(t)))
+    return max(floor_ns, int(factor * spacing))
+
+
+def gaps_of(t: Int64Array, threshold_ns: int) -> tuple[Int64Array, Int64Array]:
+    """Silences longer than ``threshold_ns`` in one sorted series: (last time before, first time after) each.
+
+    The same rule as ``df.rates.gaps(threshold)`` (strictly longer), on NumPy arrays.
+    """
+    if len(t) < 2:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    hit = np.flatnonzero(np.diff(t) > threshold_ns)
+    return t[hit], t[hit + 1]
+
+
+def break_gaps(x: Float64Array, y: Float64Array, starts: Float64Array) -> tuple[Float64Array, Float64Array]:
+    """Insert a NaN point after each gap start, so plotly.js breaks the line there instead of drawing across it.
+
+    ``x`` is increasing (the drawn, possibly decimated line) and ``starts`` are the x values at
+    which gaps begin (the last point before each silence, in the same unit). The NaN goes
+    between the last drawn point at or before a gap start and the next one, at their mid x.
+    A chart never draws a line across missing data: nothing is invented.
+    """
+    if len(starts) == 0 or len(x) < 2:
+        return x, y
+    at = np.unique(np.searchsorted(x, starts, side="right"))
+    at = at[(at > 0) & (at < len(x))]
+    if len(at) == 0:
+        return x, y
+    mid = (x[at - 1] + x[at]) / 2.0
+    return np.insert(x, at, mid), np.insert(y, at, np.nan)
+
+
+def common_gaps(gaps: list[tuple[Int64Array, Int64Array]]) -> list[tuple[int, int]]:
+    """The spans in which every series was silent (intersection of their gaps), e.g. a stop/start or a disconnect.
+
+    Each entry of ``gaps`` is one series' (starts, ends), as :func:`gaps_of` returns. Shading
+    only these keeps a chart honest: one quiet pair does not grey out the others.
+    """
+    if not gaps:
+        return []
+    spans = list(zip(gaps[0][0].tolist(), gaps[0][1].tolist(), strict=True))
+    for starts, ends in gaps[1:]:
+        other = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        merged: list[tuple[int, int]] = []
+        i = j = 0
+        while i < len(spans) and j < len(other):
+            lo, hi = max(spans[i][0], other[j][0]), min(spans[i][1], other[j][1])
+            if lo < hi:
+                merged.append((lo, hi))
+            if spans[i][1] < other[j][1]:
+                i += 1
+            else:
+                j += 1
+        spans = merged
+        if not spans:
+            break
+    return spans
 
 
 def rebase(r: Float64Array) -> Float64Array:

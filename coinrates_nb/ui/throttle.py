@@ -15,10 +15,18 @@ from typing import Any, Final
 from ..exceptions import ConfigError
 from ..frame import RollingFrame
 
-__all__ = ["DEFAULT_FPS", "Throttle", "check_fps", "data_version"]
+__all__ = ["CHART_BUDGET", "DEFAULT_FPS", "Budget", "Throttle", "check_fps", "data_version"]
 
-DEFAULT_FPS: Final = 4.0
-"""Redraws per second a chart allows itself by default: smooth enough, cheap at any message rate."""
+DEFAULT_FPS: Final = 1.0
+"""Redraws per second a line chart allows itself by default, whatever the message rate.
+
+Measured in JupyterLab 4.6, headless Chromium (``benchmarks/bench_browser.py``): one redraw of a
+notebook-wide Plotly chart costs the browser's renderer ~100-200 ms of CPU however few points it
+has (60 or 3,000, SVG or WebGL, 170 or 680 px high alike: plotly.js redraws its axes and
+measures their labels every time), and the kernel ~3 ms of its own plus the messages. At 4
+redraws/s a dashboard with three charts kept the renderer at ~60 % of a core. Charts also wait at
+least one pixel's worth of time between redraws (a 15-minute window moves by a pixel every
+~0.9 s), share :data:`CHART_BUDGET`, and ``fps=`` raises the rate when wanted."""
 
 
 def check_fps(fps: Any, name: str = "fps") -> float:
@@ -80,6 +88,57 @@ class Throttle:
 
     def __repr__(self) -> str:
         return f"<Throttle {self.fps:g} fps | last {self.last!r}>"
+
+
+CHART_BUDGET: Final = 1.0
+"""Chart redraws per second one source's charts share, however many there are.
+
+Each chart keeps its own ``fps``; together they never redraw more often than this (or than the
+fastest chart's ``fps``, if a chart asked for more), so the browser's cost of a notebook stays
+bounded as charts are added: a plotly.js redraw costs the renderer ~100-200 ms of CPU whatever
+the chart's size or number of points (``benchmarks/bench_browser.py``). One chart redraws at its
+``fps``; three at 1 fps take turns, one redraw a second between them, the one waiting longest
+first. Ask a chart for ``fps=2`` and the budget rises to 2."""
+
+
+class Budget:
+    """A token bucket of redraws: at most ``rate`` a second on average, ``burst`` at once.
+
+    Pure like :class:`Throttle`: the caller passes ``now``.
+
+    Args:
+        rate: Redraws per second; must be positive.
+        burst: How many redraws may go at once after a quiet spell (at least 1).
+    """
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float = CHART_BUDGET, burst: float = 1.0) -> None:
+        self.rate = check_fps(rate, "rate")
+        self.burst = max(1.0, float(burst))
+        self.tokens = self.burst
+        self.last: float | None = None
+
+    def _fill(self, now: float) -> None:
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+
+    def take(self, now: float) -> bool:
+        """Spend one redraw at ``now`` if the budget has one; return whether it did."""
+        self._fill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self, now: float) -> float:
+        """Seconds from ``now`` until one redraw is available (0 if it is)."""
+        self._fill(now)
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    def __repr__(self) -> str:
+        return f"<Budget {self.rate:g}/s | {self.tokens:.2f} left>"
 
 
 def data_version(frame: RollingFrame) -> Hashable:
