@@ -1,7 +1,7 @@
 """The rolling columnar buffer of exchange rates and its pandas views.
 
 :class:`RollingFrame` keeps the live window of rows in preallocated NumPy columns used as a
-ring, so an append writes five scalars and copies nothing; pandas is only touched when a
+ring, so an append writes six scalars and copies nothing; pandas is only touched when a
 view (:meth:`~RollingFrame.snapshot`, :meth:`~RollingFrame.latest`,
 :meth:`~RollingFrame.wide`, :meth:`~RollingFrame.ohlc`) is asked for. That keeps the
 collector's hot path flat however long it runs (a naive ``pd.concat`` per message slows
@@ -46,7 +46,7 @@ from pandas.tseries.frequencies import to_offset  # type: ignore[import-untyped,
 from . import analysis
 from ._inputs import span_ns
 from ._types import RATE_TYPES, Pair, TimeNs, split_pair
-from .batch import ORIGINS, RateBatch
+from .batch import ORIGINS, STREAM, RateBatch
 from .exceptions import ConfigError, StoreError
 
 __all__ = ["RollingFrame"]
@@ -195,8 +195,11 @@ class RollingFrame:
         self._base_of: list[int] = []
         self._quote_of: list[int] = []
         self._rate_type_code: dict[str, int] = {name: code for code, name in enumerate(RATE_TYPES)}
-        # Per pair code: live rows, and the ring index of the pair's newest row. A pair's newest
-        # row is evicted last, so while its count is > 0 that index still holds it.
+        # Per pair code: live rows, and the ring index of the pair's newest row by time (-1: find it
+        # again). Stream rows arrive in time order per pair (the protocol drops older ones), so a
+        # stream row is its pair's newest; history and healed rows arrive after newer live rows and
+        # take the slot only when they are newer. The newest row can then be evicted before older,
+        # later-arrived ones: :meth:`latest` checks the slot and looks again when it went stale.
         self._live: list[int] = []
         self._last: list[int] = []
         self._table_cache: _Tables | None = None
@@ -277,8 +280,11 @@ class RollingFrame:
             self._origin_view[pos] = origin
             self._count = count + 1
             self._appended += 1
+            if origin == STREAM or self._live[code] == 0:
+                self._last[code] = pos
+            else:
+                self._last[code] = self._newer_slot(code, pos, time_ns, start, count)
             self._live[code] += 1
-            self._last[code] = pos
             newest = self._newest
             if newest is None or time_ns > newest:
                 self._newest = newest = time_ns
@@ -297,7 +303,8 @@ class RollingFrame:
 
         The index is a ``DatetimeIndex`` named ``"time"`` (``datetime64[ns, UTC]``); the
         columns are ``pair``, ``base``, ``quote`` (categorical), ``rate`` (float64),
-        ``rate_type`` (categorical) and ``received_at`` (``datetime64[ns, UTC]``). An empty
+        ``rate_type`` (categorical), ``received_at`` (``datetime64[ns, UTC]``) and ``origin``
+        (categorical: ``stream``, ``history`` or ``healed``). An empty
         window gives the same columns and dtypes. Categories are every pair/asset/rate type
         the frame has seen, in first-seen order, so snapshots concatenate without losing the
         categorical dtype.
@@ -334,7 +341,7 @@ class RollingFrame:
         """
         with self._lock:
             codes = [code for code, rows in enumerate(self._live) if rows]
-            slots = np.array([self._last[code] for code in codes], dtype=np.intp)
+            slots = self._newest_slots(codes)
             times = self._time[slots]
             rates = self._rate[slots]
             type_codes = self._rate_type[slots]
@@ -435,7 +442,7 @@ class RollingFrame:
     # -- internals (callers hold the lock where noted) -----------------------------------------
 
     def _columns(self) -> tuple[npt.NDArray[Any], ...]:
-        """Return the five ring columns, in storage order."""
+        """Return the six ring columns, in storage order."""
         return self._time, self._code, self._rate, self._rate_type, self._received, self._origin
 
     def _bind_views(self) -> None:
@@ -519,6 +526,31 @@ class RollingFrame:
         logger.debug("frame: new rate type %s (code %d)", rate_type, code)
         return code
 
+    def _newer_slot(self, code: int, slot: int, time_ns: int, start: int, count: int) -> int:
+        """The pair's newest slot after writing a history/healed row at ``slot`` (lock held).
+
+        ``start``/``count`` are the live rows before the write: the current newest slot is kept
+        if it is still live and newer; -1 if it was evicted (:meth:`latest` looks again).
+        """
+        cur = self._last[code]
+        if cur < 0 or (cur - start) % self._capacity >= count:
+            return -1
+        return cur if self._time_view[cur] >= time_ns else slot
+
+    def _newest_slots(self, codes: list[int]) -> npt.NDArray[np.intp]:
+        """The ring slot of each pair's newest row, found again where the kept one went stale (lock held)."""
+        start, count, capacity = self._start, self._count, self._capacity
+        slots = np.array([self._last[code] for code in codes], dtype=np.intp)
+        offset = (slots - start) % capacity
+        stale = (slots < 0) | (offset >= count) | (self._code[slots] != np.array(codes, dtype=np.int64))
+        for i in np.flatnonzero(stale).tolist():  # rare: a newest row evicted before older healed rows
+            ring = (start + np.arange(count)) % capacity
+            mine = ring[self._code[ring] == codes[i]]  # the pair's live rows, in arrival order
+            streamed = np.flatnonzero(self._origin[mine] == STREAM)
+            after = mine[streamed[-1] if len(streamed) else 0:]  # from its last stream row on
+            slots[i] = self._last[codes[i]] = int(after[np.argmax(self._time[after])])
+        return slots
+
     def _drop_head(self, k: int) -> None:
         """Evict the ``k`` oldest live rows and update the per-pair counts (lock held)."""
         if k <= 8:
@@ -584,7 +616,7 @@ class RollingFrame:
         self._received = _regrow(self._received, start, count, capacity)
         self._origin = _regrow(self._origin, start, count, capacity)
         self._bind_views()
-        self._last = [(slot - start) % old for slot in self._last]
+        self._last = [-1 if slot < 0 else (slot - start) % old for slot in self._last]
         self._start = 0
         self._capacity = capacity
         logger.debug("frame: ring grew from %d to %d rows", old, capacity)
@@ -621,9 +653,18 @@ class RollingFrame:
         tally = np.bincount(codes, minlength=len(self._live))
         for code in np.flatnonzero(tally):
             self._live[code] += int(tally[code])
-        present, from_end = np.unique(codes[::-1], return_index=True)
-        for code, back in zip(present.tolist(), from_end.tolist(), strict=True):
-            self._last[code] = (pos + n - 1 - back) % self._capacity
+        if origins[0] == STREAM:  # a batch is of one origin; stream rows are their pairs' newest
+            present, from_end = np.unique(codes[::-1], return_index=True)
+            for code, back in zip(present.tolist(), from_end.tolist(), strict=True):
+                self._last[code] = (pos + n - 1 - back) % self._capacity
+        else:
+            order = np.lexsort((-np.arange(n), times, codes))  # per pair, its group's last: the first newest row
+            ends = np.flatnonzero(np.append(codes[order][1:] != codes[order][:-1], True))
+            for row in order[ends].tolist():
+                pair, slot = int(codes[row]), int((pos + row) % self._capacity)
+                had = self._live[pair] - int(tally[pair])
+                self._last[pair] = slot if had == 0 else self._newer_slot(pair, slot, int(times[row]),
+                                                                          self._start, self._count)
         self._count += n
         self._appended += n
         if self._newest is None or batch_newest > self._newest:

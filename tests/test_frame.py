@@ -441,25 +441,36 @@ class Model:
 
     def __init__(self, max_rows: int | None, window_ns: int | None) -> None:
         self.rows: list[Row] = []
+        self.streamed: list[bool] = []  # per row: a stream row (else history/healed)
         self.max_rows, self.window_ns = max_rows, window_ns
         self.newest: int | None = None
         self.seen: list[str] = []
 
-    def append(self, row: Row) -> None:
+    def append(self, row: Row, streamed: bool = True) -> None:
         """Apply one append with the documented eviction order."""
         self.rows.append(row)
+        self.streamed.append(streamed)
         if row[1] not in self.seen:
             self.seen.append(row[1])
         if self.max_rows is not None and len(self.rows) > self.max_rows:
-            self.rows.pop(0)
+            self.pop()
         self.newest = row[0] if self.newest is None else max(self.newest, row[0])
         if self.window_ns is not None:
             while self.rows and self.rows[0][0] < self.newest - self.window_ns:
-                self.rows.pop(0)
+                self.pop()
+
+    def pop(self) -> None:
+        self.rows.pop(0)
+        self.streamed.pop(0)
 
     def latest(self) -> dict[str, float]:
-        """Return each live pair's newest rate."""
-        return {pair: rate for _, pair, rate, _, _ in self.rows}
+        """Each live pair's newest rate: its last stream row, unless a later history/healed row is newer."""
+        newest: dict[str, Row] = {}
+        for row, streamed in zip(self.rows, self.streamed, strict=True):
+            pair = row[1]
+            if streamed or pair not in newest or row[0] > newest[pair][0]:
+                newest[pair] = row
+        return {pair: row[2] for pair, row in newest.items()}
 
 
 rows_st = st.lists(
@@ -472,7 +483,8 @@ rows_st = st.lists(
     ),
     max_size=12,
 )
-ops_st = st.lists(st.tuples(st.sampled_from(["append", "extend", "snapshot"]), rows_st), max_size=30)
+ops_st = st.lists(st.tuples(st.sampled_from(["append", "extend", "snapshot", "heal", "heal_one"]), rows_st),
+                  max_size=30)
 bounds_st = st.one_of(
     st.tuples(st.integers(1, 8), st.one_of(st.none(), st.integers(1, 40))),
     st.tuples(st.none(), st.integers(1, 40)),
@@ -502,8 +514,15 @@ def test_matches_reference_model(bounds: tuple[int | None, int | None], ops: lis
                 put(frame, *row)
         elif op == "extend":
             extend_rows(frame, rows)
+        elif op == "heal" and rows:  # healed rows as one batch (columns), one receive time per row
+            b = rate_batch([r[:4] for r in rows])
+            frame.extend(RateBatch(b.keys, b.code, b.time_ns, b.rate, HEALED), np.array([r[4] for r in rows]))
+        elif op == "heal_one":  # ... and one at a time (the scalar path)
+            for row in rows:
+                b = rate_batch([row[:4]])
+                frame.extend(RateBatch(b.keys, b.code, b.time_ns, b.rate, HEALED), row[4])
         for row in rows:
-            model.append(row)
+            model.append(row, streamed=op in ("append", "extend"))
         total += len(rows)
         assert rows_of(frame) == model.rows
     assert (frame.appended, frame.evicted, len(frame)) == (total, total - len(model.rows), len(model.rows))
@@ -542,3 +561,17 @@ def test_every_row_says_where_it_came_from() -> None:
     origins = frame.snapshot()["origin"]
     assert list(origins.cat.categories) == ["stream", "history", "healed"]
     assert origins.tolist() == ["stream"] * 3 + ["history"] * 20 + ["healed"]
+
+
+def test_latest_is_the_newest_live_rate_after_a_heal() -> None:
+    """Healed rows of a gap arrive after the live row that closed it: latest() keeps the live one."""
+    frame = RollingFrame(max_rows=100)
+    put(frame, T0 + 100 * SEC, "BTC/USD", 100.0)
+    healed = rate_batch([(T0 + t * SEC, "BTC/USD", float(t), ISO) for t in range(80, 92)])
+    frame.extend(RateBatch(healed.keys, healed.code, healed.time_ns, healed.rate, HEALED), T0 + 101 * SEC)
+    one = rate_batch([(T0 + 95 * SEC, "BTC/USD", 95.0, ISO)])
+    frame.extend(RateBatch(one.keys, one.code, one.time_ns, one.rate, HEALED), T0 + 102 * SEC)  # the scalar path
+    latest = frame.latest(now_ns=T0 + 102 * SEC)
+    assert latest.loc["BTC/USD", "rate"] == 100.0 and latest.loc["BTC/USD", "age"] == pd.Timedelta(seconds=2)
+    put(frame, T0 + 103 * SEC, "BTC/USD", 103.0)
+    assert frame.latest().loc["BTC/USD", "rate"] == 103.0

@@ -327,7 +327,8 @@ def load(
 
     The index is the wire time (``DatetimeIndex`` named ``time``, UTC, 100 ns precision),
     sorted, with ties in receive order; columns are ``pair``, ``base``, ``quote``,
-    ``rate_type``, ``source`` (categorical), ``rate`` and ``received_at``. Date partitions
+    ``rate_type``, ``source`` (categorical), ``rate``, ``received_at`` and ``origin`` (``stream``,
+    ``history`` or ``healed``; ``stream`` for recordings made before it existed). Date partitions
     outside the range are never opened, and the time and pair filters are pushed into the
     Parquet scan. Files being written (hidden ``.tmp`` names) are ignored, so it is safe to
     load while recorders are running.
