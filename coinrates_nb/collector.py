@@ -39,6 +39,7 @@ from .status import NO_DATA_AFTER, Status, Telemetry
 
 if TYPE_CHECKING:
     from .filler import Filler
+    from .rest import RestClient
     from .sim import Simulator
     from .store import Recorder
 
@@ -100,11 +101,13 @@ class Collector(FrameViews, BackgroundThread):
             raise ConfigError(f"max_history_credits must be a non-negative int (credits per UTC day), "
                               f"not {max_history_credits!r}")
         self._max_history_credits = max_history_credits
+        self._rest: RestClient | None = None
+        """The REST client of history and healing: one for the collector's life, so a restart keeps today's budget."""
         if history_url is not None:
-            from .rest import rest_url_for  # lazy: aiohttp loads only for history and healing
+            from .rest import RestClient, rest_url_for  # no aiohttp yet: it loads with the first request
 
-            history_url = rest_url_for(history_url)
-        self._history_url = history_url
+            self._rest = RestClient(rest_url_for(history_url), settings.api_key)  # a bad URL or key fails here
+        self._rest_fixed = self._rest is not None
         self._filler: Filler | None = None
         self.protocol = ClientProtocol(
             None if pairs is None else ([pairs] if isinstance(pairs, str) else list(pairs)),
@@ -142,10 +145,10 @@ class Collector(FrameViews, BackgroundThread):
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return self
-            if self.settings.simulated and self.settings.url is None:
+            if self.settings.simulated and self.settings.url is None and self._simulator is None:
                 self._start_simulator()
             self._ready.clear()
-            self.telemetry = Telemetry()
+            self.telemetry = Telemetry(rates_by_day=self.telemetry.rates_by_day)  # billing is per day, not per start
             self._thread = threading.Thread(target=self._thread_main, name="coinrates-collector", daemon=True)
             self._thread.start()
         self._ready.wait(timeout=10.0)
@@ -248,10 +251,14 @@ class Collector(FrameViews, BackgroundThread):
         if not (self._history_span or heal) or url is None or not url.startswith(("ws://", "wss://")):
             return None
         from .filler import Filler  # lazy: aiohttp loads only for history and healing
-        from .rest import rest_url_for
+        from .rest import RestClient, rest_url_for
 
-        base = self._history_url or rest_url_for(url)
-        return Filler(base, settings.api_key, self._store_history, self._on_rates, max_credits=self._max_history_credits,
+        if not self._rest_fixed:  # derived from the WebSocket URL: the same server keeps its client (and usage)
+            derived = RestClient(rest_url_for(url), settings.api_key)
+            if self._rest is None or self._rest.base_url != derived.base_url:  # another server (a new simulator)
+                self._rest = derived
+        assert self._rest is not None
+        return Filler(self._rest, self._store_history, self._on_rates, max_credits=self._max_history_credits,
                       simulated=self._simulated_server)
 
     @property
@@ -543,6 +550,7 @@ class Collector(FrameViews, BackgroundThread):
             internal_errors=t.internal_errors,
             recorders=tuple(r.status for r in list(self._recorders)),
             rates_today=t.rates_by_day.get(now // 86_400_000_000_000, 0),
+            upstream=_upstream_of(self._session),
             **self._rest_figures(),
         )
 
@@ -588,8 +596,9 @@ class Collector(FrameViews, BackgroundThread):
         n = "all" if s.scope is None else len(s.scope)
         lag = f"lag {s.lag_ms:,.0f} ms" if s.lag_ms is not None else "lag n/a"
         err = f" | error: {s.last_error}" if s.state == "error" and s.last_error else ""
+        hub = f" | hub upstream {s.upstream.get('state', 'unknown')}" if s.upstream is not None else ""
         return (f"<Collector {s.state} | {label} | {n} pairs | {s.rates:,} msgs | {s.rows:,} rows | "
-                f"{s.reconnects} reconnect{'s' if s.reconnects != 1 else ''} | {lag}{err}>")
+                f"{s.reconnects} reconnect{'s' if s.reconnects != 1 else ''} | {lag}{hub}{err}>")
 
     def _repr_html_(self) -> str:
         from html import escape
@@ -599,6 +608,12 @@ class Collector(FrameViews, BackgroundThread):
         s = self.status
         notes = "".join(f'<div style="color:#b45309">{escape(n)}</div>' for n in s.no_data_notes())
         return f"<div>{simulated_html(s.simulated)}<code>{escape(repr(self))}</code>{notes}</div>"
+
+
+def _upstream_of(session: Any) -> dict[str, Any] | None:
+    """A hub consumer's session's view of the hub <-> CoinAPI link (a copy), ``None`` for a direct connection."""
+    upstream = getattr(session, "upstream", None)
+    return dict(upstream) if upstream is not None else None
 
 
 def _history_span(history: Any, window: Any) -> int:

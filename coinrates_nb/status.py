@@ -66,6 +66,12 @@ class Status:
     """Why the history fill did not (fully) happen, if it did not."""
     recorders: tuple[Any, ...] = ()
     """The status of each recorder attached with ``record()`` (``coinrates_nb.store.RecorderStatus``)."""
+    upstream: dict[str, Any] | None = None
+    """A hub consumer's other link, the hub <-> CoinAPI one, from the hub's health (read every second):
+    ``state``, ``source``, ``connections``, ``reconnects``, ``lag_ms``, ``last_error``, ``rates_billed``
+    (what CoinAPI bills, once for every consumer; this collector's ``rates_today`` stays 0), ...
+    ``None`` for a direct connection. ``state``, ``reconnects`` and ``connections`` above are the
+    consumer <-> NATS link."""
 
     @property
     def simulated(self) -> bool:
@@ -87,6 +93,9 @@ class Status:
         parts = [self.state, self.source, f"{len(self.scope) if self.scope is not None else 'all'} pairs",
                  f"{self.rates:,} msgs", f"{self.msgs_per_s:,.1f}/s",
                  f"{self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}", lag]
+        up = self.upstream
+        if up is not None:
+            parts.append(f"hub upstream {up.get('state', 'unknown')} ({int(up.get('rates_billed') or 0):,} rates billed)")
         if self.last_error:
             parts.append(f"error: {self.last_error}")
         parts.extend(self.no_data_notes())

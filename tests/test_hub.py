@@ -265,6 +265,10 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
         s = rates.status
         assert s.state == "connected" and s.simulated and s.connections == 1 and s.duplicates == 0
         assert s.rates > 0 and s.rates_today == 0, "a consumer pays nothing: the hub's rates are billed once"
+        up = s.upstream  # the hub <-> CoinAPI link, in the consumer's own status
+        assert up is not None and up["state"] == "connected" and up["source"] == "simulated", up
+        assert up["rates_billed"] > 0 and up["connections"] == sim.total_connections == 1
+        assert "hub upstream connected" in s.summary() and "hub upstream connected" in repr(rates)
         assert set(rates.latest().index) == set(PAIRS)
         settled_ledger(sim, rates)
         both = links(rates)
@@ -276,6 +280,7 @@ def test_consumers_are_collectors_fed_by_one_upstream_connection(make_simulator:
         assert len(total) == len(first) > 0 and all(0 <= a <= b for a, b in zip(first, total, strict=True))
     hs = hub.status
     assert hs.upstream is not None and hs.upstream.rates_today >= hs.published > 0  # the one bill, upstream
+    assert hs.upstream.upstream is None and "hub upstream" not in hs.upstream.summary()  # a direct connection
     assert hs.state == "running" and hs.consumers == 3 and hs.simulated and hs.rates_billed >= hs.published > 0
     assert "SIMULATED" in repr(hub) and "published" in hs.summary()
 
