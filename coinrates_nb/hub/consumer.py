@@ -32,9 +32,10 @@ The JetStream consumer, and why this kind:
   resume the stream cannot serve (updates aged out meanwhile) is one.
 
 The consumer <-> NATS link is ``status.state``/``reconnects``/``connections``; the hub <-> CoinAPI
-link (the hub's ``health`` key, read every second) is :attr:`NatsSession.upstream`, labels the
-data simulated when the hub's upstream is the simulator, and shows in ``status.last_error`` when
-it is not connected. :func:`links` gives both.
+link (the hub's ``health`` key, read every second) is :attr:`NatsSession.upstream`, shown as
+``status.upstream``; it labels the data simulated when the hub's upstream is the simulator, and
+shows in ``status.last_error`` when it is not connected. :func:`links` gives both, with the
+consumer's backlog and latency.
 """
 
 from __future__ import annotations
