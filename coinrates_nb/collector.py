@@ -683,7 +683,7 @@ def stream(
 
     History (CoinAPI's Historical REST API; the simulator serves it too): ``history=True`` fills
     the whole window at start (``history="30min"``: that span) while the WebSocket starts, with no
-    duplicate and no hole at the seam; ``heal`` (on by default with a key, and on the simulator)
+    duplicate and no hole at the seam; ``heal`` (on by default with a key, and on the embedded simulator; pass ``heal=True`` for a simulator by URL)
     fills each reconnect gap with 1-second bars. Both spend at most ``max_history_credits`` a UTC
     day (CoinAPI bills every rate, REST or WebSocket); ``history_url`` overrides the REST host
     (default: CoinAPI's historical host for CoinAPI, else the WebSocket URL's own host and port).

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from ._secrets import SecretKey
 from ._types import Pair, TimeNs, split_pair
 from .backfill import bars_to_batch, credits_for, heal_span, history_period, seam_ns
 from .batch import HEALED, HISTORY, RateBatch
@@ -64,23 +63,22 @@ class Filler:
     """History fill and gap healing for one collector (loop thread only).
 
     Args:
-        base_url: the REST base URL.
-        api_key: the collector's key (``None`` for the simulator).
+        client: the collector's REST client (kept across restarts, so today's usage and budget carry over).
         store: ``store(batch, received_ns)``: writes REST rows into the collector (frame and listeners).
         release: ``release(batch, received_ns)``: the collector's live path, for updates held during the fill.
         max_credits: history credits that may be spent per UTC day.
         simulated: the REST server is our simulator (free, no key needed).
     """
 
-    def __init__(self, base_url: str, api_key: SecretKey | None, store: Callable[[RateBatch, int], None],
+    def __init__(self, client: RestClient, store: Callable[[RateBatch, int], None],
                  release: Callable[[RateBatch, int], None], *, max_credits: int, simulated: bool) -> None:
-        self.client = RestClient(base_url, api_key)
+        self.client = client
         self.store = store
         self.release = release
         self._first_live: dict[Pair, TimeNs] = {}
         self.max_credits = max_credits
         self.simulated = simulated
-        self.keyed = api_key is not None or simulated or is_loopback(base_url)
+        self.keyed = client.has_key or simulated or is_loopback(client.base_url)
         """A key, or a server that needs none (our simulator, anything on loopback)."""
         self.holding = False
         self._held: list[tuple[RateBatch, int]] = []

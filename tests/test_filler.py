@@ -129,9 +129,11 @@ def test_heals_started_together_share_one_budget() -> None:
     import asyncio
 
     from coinrates_nb.filler import Filler
+    from coinrates_nb.rest import RestClient
 
     async def main() -> list[str]:
-        filler = Filler("http://127.0.0.1:9", None, lambda *_: None, lambda *_: None, max_credits=1, simulated=True)
+        filler = Filler(RestClient("http://127.0.0.1:9"), lambda *_: None, lambda *_: None, max_credits=1,
+                        simulated=True)
         t0 = 1_700_000_000 * 10**9
         gaps = [{"pair": p, "start": t0, "end": t0 + 10 * 10**9} for p in ("BTC/USD", "ETH/USD", "SOL/USD")]
         for gap in gaps:
@@ -143,3 +145,21 @@ def test_heals_started_together_share_one_budget() -> None:
 
     assert asyncio.run(main()) == ["pending", "open: budget spent (max_history_credits)",
                                    "open: budget spent (max_history_credits)"]
+
+
+def test_a_restart_keeps_the_days_rates_and_credits(simulator: Simulator) -> None:
+    """Stop/Start (the dashboard's button) does not hand out a fresh budget: today's counts carry over."""
+    with cr.stream(PAIRS, url=simulator.url, window="1min", history=True, max_history_credits=50) as rates:
+        wait_until(lambda: rates.status.rest_credits_today > 0 and rates.status.rates_today > 0, timeout=20)
+        before = rates.status
+        rates.restart()
+        # the server's own count of every request, both runs: nothing forgotten (once the last answer is read)
+        wait_until(lambda: rates.status.rest_credits_today == simulator.rest.credits > before.rest_credits_today,
+                   timeout=20, message="the restart's history fill was not counted, or the first run's was forgotten")
+        assert rates.status.rates_today >= before.rates_today
+
+
+def test_an_insecure_history_url_is_refused_by_stream() -> None:
+    """A key that would go over plain http to a remote REST host: stream() raises, nothing starts."""
+    with pytest.raises(cr.ConfigError, match="unencrypted"):
+        cr.stream(PAIRS, api_key="0" * 36, history_url="http://10.0.0.5:8080", start=False)

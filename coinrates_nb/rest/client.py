@@ -163,6 +163,11 @@ class RestClient:
         self.simulated = False
         """True once a response came from coinrates_nb's simulator (``X-Coinrates-Simulator``): its data is simulated."""
 
+    @property
+    def has_key(self) -> bool:
+        """Whether requests carry an API key (never the key itself)."""
+        return self._key is not None
+
     # ------------------------------------------------------------------ usage (any thread)
 
     @property
