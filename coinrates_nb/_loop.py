@@ -3,8 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-__all__ = ["close_loop"]
+from .exceptions import CoinratesError
+
+__all__ = ["close_loop", "run_on"]
+
+T = TypeVar("T")
+
+
+def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float, what: str,
+           error: type[CoinratesError], closed: Callable[[], T] | None = None) -> T:
+    """Run ``coro`` on another thread's ``loop`` and wait for it: the one way callers reach a private loop.
+
+    A loop that closed in between gives ``closed()`` (or ``error``); a call that takes longer than
+    ``timeout`` is cancelled and raises ``error`` naming ``what``: never a bare ``RuntimeError``
+    or ``TimeoutError`` from a public call.
+    """
+    try:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+    except RuntimeError:  # the loop closed in between
+        coro.close()
+        if closed is not None:
+            return closed()
+        raise error(f"{what}: the loop has stopped") from None
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise error(f"{what} did not finish within {timeout:g} s (the loop is busy or blocked)") from None
 
 
 def close_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ._cells import close_on_rerun
 from ._inputs import filter_items, span_ns
-from ._loop import close_loop
+from ._loop import close_loop, run_on
 from ._secrets import redact_url
 from ._threads import BackgroundThread
 from ._types import State
@@ -393,7 +393,10 @@ class Collector(FrameViews, BackgroundThread):
         async def apply() -> None:
             await session.send(fn())
 
-        asyncio.run_coroutine_threadsafe(apply(), loop).result(timeout)
+        def closed() -> None:  # stopped meanwhile: the scope changes here, the next hello carries it
+            fn()
+
+        run_on(loop, apply(), timeout, "the scope change", CollectorError, closed=closed)
 
     def subscribe(self, items: str | Iterable[str]) -> Collector:
         """Add pairs or asset ids to the live subscription (a ``subscribe`` message, §3.1).
@@ -441,9 +444,8 @@ class Collector(FrameViews, BackgroundThread):
         wanted = self.protocol.scope.items if items is None else filter_items(items)
         if filler is None or loop is None or not wanted or not self.running or self._on_loop_thread():
             return
-        future = asyncio.run_coroutine_threadsafe(filler.client.require_assets(wanted), loop)
         try:
-            future.result(timeout)
+            run_on(loop, filler.client.require_assets(wanted), timeout, "the asset check", CollectorError)
         except UnknownAssetError:
             raise
         except Exception as exc:  # noqa: BLE001 - the check is a courtesy: a REST outage must not block streaming

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from ..exceptions import ConfigError
+from .._loop import run_on
+from ..exceptions import ConfigError, SimulatorError
 from ..messages import ErrorMessage, Reconnect
 from ._connection import CLOSE_RECONNECT, Connection, TextBytes, quantize, set_reading
 
@@ -204,13 +205,12 @@ class Scenarios:
 
         async def call() -> T:
             return fn()
-        try:
-            future = asyncio.run_coroutine_threadsafe(call(), loop)
-        except RuntimeError:  # the loop closed in between
+
+        def closed() -> T:  # the loop closed in between
             if setter is not None:
                 setter()
             return idle
-        return future.result(CALL_TIMEOUT)
+        return run_on(loop, call(), CALL_TIMEOUT, "the scenario", SimulatorError, closed=closed)
 
 
 def _check_seconds(value: object, name: str) -> None:
