@@ -466,24 +466,6 @@ class Collector(FrameViews, BackgroundThread):
 
     # ------------------------------------------------------------------ reads (any thread)
 
-    @property
-    def df(self) -> pd.DataFrame:
-        """Snapshot of the rolling window: UTC ``DatetimeIndex`` named ``time``, one row per update, in time order.
-
-        Rows from REST (``origin`` ``history``/``healed``) arrive after newer live rows; the
-        snapshot is sorted (stably) whenever they made it out of order.
-        """
-        df = self.frame.snapshot()
-        return df if df.index.is_monotonic_increasing else df.sort_index(kind="stable")
-
-    def snapshot(self, pairs: Iterable[str] | None = None, since: Any = None) -> pd.DataFrame:
-        """Snapshot, optionally of some pairs only and since a time."""
-        since_ns = None
-        if since is not None:
-            stamp = pd.Timestamp(since)
-            since_ns = (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).value
-        return self.frame.snapshot(pairs=pairs, since_ns=since_ns)
-
     def latest(self) -> pd.DataFrame:
         """One row per pair: newest rate, its time and its age."""
         return self.frame.latest(now_ns=time.time_ns())

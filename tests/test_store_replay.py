@@ -289,3 +289,21 @@ def test_a_replay_keeps_where_each_row_came_from(tmp_path: Path) -> None:
     recorder.stop()
     got = duckdb.sql(f"select origin from read_parquet('{tmp_path / 'rec'}/**/*.parquet') order by rate").fetchall()
     assert [g[0] for g in got] == origins
+
+
+def test_views_are_one_set_for_collectors_and_replays() -> None:
+    """df and snapshot() are sorted and validate their inputs the same way on a replay and a collector."""
+    t0 = pd.Timestamp("2026-01-05 12:00", tz="UTC")
+    times = [t0 + pd.Timedelta(seconds=s) for s in (10, 11, 3, 4)]  # healed rows arrive after newer live ones
+    frame = pd.DataFrame({"pair": ["BTC/USD"] * 4, "rate": [1.0, 2.0, 3.0, 4.0],
+                          "received_at": [t0 + pd.Timedelta(seconds=20 + i) for i in range(4)]},
+                         index=pd.DatetimeIndex(times, name="time"))
+    replay = cr.replay(frame, speed=None, progress=False).join(timeout=10)
+    assert replay.df["rate"].tolist() == [3.0, 4.0, 1.0, 2.0]
+    assert replay.snapshot(pairs="btc/usd", since=t0 + pd.Timedelta(seconds=4))["rate"].tolist() == [4.0, 1.0, 2.0]
+    collector = cr.stream(["BTC/USD"], start=False)
+    for source in (replay, collector):
+        with pytest.raises(cr.ConfigError):
+            source.snapshot(since="not a time")
+        with pytest.raises(cr.ConfigError):
+            source.snapshot(pairs=["BTC/USD", 5])

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from .._badge import simulated_html
-from .._inputs import filter_items, pair_list, span_ns, utc, utc_ns
+from .._inputs import filter_items, pair_list, span_ns, utc
 from .._threads import BackgroundThread
 from .._types import State, TimeNs
 from .._views import FrameViews
@@ -410,15 +410,6 @@ class Replay(FrameViews, BackgroundThread):
             return last
         wall0, rec0 = clock
         return max(last, min(int(rec0 + (time.perf_counter_ns() - wall0) * self.speed), int(t.received[-1])))
-
-    @property
-    def df(self) -> pd.DataFrame:
-        """Snapshot of the frame: UTC ``DatetimeIndex`` named ``time``, one row per played update."""
-        return self.frame.snapshot()
-
-    def snapshot(self, pairs: Iterable[str] | None = None, since: Any = None) -> pd.DataFrame:
-        """Snapshot, optionally of some pairs only and since a time (naive means UTC)."""
-        return self.frame.snapshot(pairs=pairs, since_ns=None if since is None else utc_ns(since, "since"))
 
     def latest(self) -> pd.DataFrame:
         """One row per pair: newest rate, its time and its age on the replay clock."""
