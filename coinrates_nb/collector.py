@@ -503,10 +503,11 @@ class Collector(FrameViews, BackgroundThread):
             state = "stopped"
         silent: dict[str, float] = {}
         since = t.connected_since
+        filler = self._filler
         if state == "connected" and since is not None:
             mono = time.monotonic()
-            for pair in p.scope.items or ():
-                if "/" in pair and pair not in last_seen:
+            for pair in p.scope.items or ():  # a pair whose updates are held during the history fill is not silent
+                if "/" in pair and pair not in last_seen and (filler is None or filler.first_live(pair) is None):
                     quiet = mono - max(since, subscribed_at.get(pair, since))
                     if quiet >= NO_DATA_AFTER:
                         silent[pair] = quiet

@@ -163,3 +163,18 @@ def test_an_insecure_history_url_is_refused_by_stream() -> None:
     """A key that would go over plain http to a remote REST host: stream() raises, nothing starts."""
     with pytest.raises(cr.ConfigError, match="unencrypted"):
         cr.stream(PAIRS, api_key="0" * 36, history_url="http://10.0.0.5:8080", start=False)
+
+
+def test_pairs_streaming_while_the_fill_holds_them_are_not_silent(simulator: Simulator,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair whose first live update is held by the history fill is not reported as sending nothing."""
+    import coinrates_nb.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "NO_DATA_AFTER", 0.2)
+    simulator.pause_data(True)
+    with cr.stream(PAIRS, url=simulator.url, heal=True) as rates:
+        wait_until(lambda: set(rates.status.silent_pairs) == set(PAIRS), timeout=20,
+                   message="the silence rule did not fire for pairs that sent nothing")
+        held = {"BTC/USD": 1}  # the fill holds BTC/USD's first live update; ETH/USD really sent nothing
+        monkeypatch.setattr(rates._filler, "first_live", held.get)
+        assert set(rates.status.silent_pairs) == {"ETH/USD"}
