@@ -120,7 +120,12 @@ class Connection:
     # ------------------------------------------------------------------ tasks (one each per connection)
 
     async def write(self) -> None:
-        """Hand queued frames to the socket in order; record every ``exrate`` in the ledger."""
+        """Hand queued frames to the socket in order; record every ``exrate`` in the ledger as it is handed over.
+
+        The entry is written before ``send()`` returns (it may wait on back-pressure), so the
+        ledger never lags what a client can already have stored; a frame whose send fails
+        because the connection dropped stays listed: an unread tail, inside the client's gap.
+        """
         server, ws, pending = self.server, self.ws, self.pending
         loop = asyncio.get_running_loop()
         while True:
@@ -140,6 +145,8 @@ class Connection:
                 await ws.close(item.code, item.reason)
                 return
             frame, entry = item
+            if entry is not None:  # in the ledger before the send returns: a client in this process may store it first
+                self.ledger.append(entry)
             # send() waits (drain) while the socket's write buffer is full: back-pressure
             await ws.send(frame, text=True) if type(frame) is TextBytes else await ws.send(frame)
             self.last_sent = loop.time()
@@ -149,7 +156,6 @@ class Connection:
                 if frame is HEARTBEAT_TEXT:
                     server.heartbeats_sent += 1
                 continue
-            self.ledger.append(entry)
             self.exrates += 1
             self.since_drop_set += 1
             server.sent_total += 1
