@@ -1,7 +1,7 @@
-"""I/O edge: the ``websockets`` session loop that connects, says hello, reads, and reconnects.
+"""I/O edge: the ``websockets`` session that connects, says hello, reads, and reconnects.
 
-All policy lives elsewhere (``protocol``: scope and staleness; ``retry``: backoff and classify);
-this loop only moves bytes and translates foreign errors into the ``CoinratesError`` tree once.
+All policy lives elsewhere (``protocol``: scope and staleness; ``retry``: backoff and classify;
+``_session``: the reconnect loop, shared with the hub consumer); this session only moves bytes and translates foreign errors into the ``CoinratesError`` tree once.
 Everything here runs on the collector's own event loop thread.
 """
 
@@ -23,6 +23,7 @@ from websockets.typing import Data
 from websockets.version import version as websockets_version
 
 from ._secrets import RedactingLogger, redact_url
+from ._session import ReconnectingSession
 from ._ws_compat import queued_frames
 from .batch import RateBatch
 from .config import SIMULATOR_HEADER, Settings, is_loopback, key_allowed
@@ -37,7 +38,6 @@ from .exceptions import (
 )
 from .messages import ErrorMessage, Reconnect
 from .protocol import MAX_BATCH_FRAMES, ClientProtocol
-from .retry import backoff, classify
 from .status import Telemetry
 
 __all__ = ["Session"]
@@ -51,7 +51,7 @@ TICK = 0.1
 """Seconds between watchdog checks (staleness, reconnect notices, throughput samples)."""
 
 
-class Session:
+class Session(ReconnectingSession[tuple[ClientConnection, int]]):
     """One logical stream over successive connections: connect, hello, read, reconnect.
 
     Args:
@@ -89,60 +89,12 @@ class Session:
         self._drains: set[asyncio.Future[None]] = set()
         """Old connections still being read after a make-before-break switch (strong refs for the loop)."""
 
+    _log = logger
+    _STOPPED = "stream stopped"
+    _ENDED = "connection ended"
+
     # ------------------------------------------------------------------ public (loop thread)
-
-    async def run(self) -> None:
-        """Connect and read until :meth:`stop`, or until an error that must not be retried.
-
-        Between attempts it waits a jittered, capped, growing delay (``retry.backoff``). A
-        connection that delivered updates restarts that sequence from its initial delay, so a
-        one-off drop is retried within ``backoff_initial`` while a server that accepts and then
-        fails, or refuses, is retried ever more slowly. ``reconnects`` counts connections lost,
-        not attempts; every delay chosen is kept in ``telemetry.retry_delays``.
-        """
-        settings = self.settings
-        delays = backoff(settings.backoff_initial, cap=settings.backoff_cap, rng=self.rng)
-        first = True
-        while not self._stopping.is_set():
-            self.telemetry.set_state("connecting" if first else "reconnecting")
-            self._delivered = established = False
-            try:
-                ws, link = await self._connect()
-                first = False
-                established = True
-                await self._serve(ws, link)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - top of the task: classify, count, never die
-                err = self._translate(exc)
-                decision = classify(err)
-                self.telemetry.last_error = str(err)
-                self.telemetry.transport_errors += 1
-                if not decision.retry:
-                    logger.error("stream stopped: %s (%s)", err, decision.reason)
-                    self.telemetry.set_state("error")
-                    return
-                # STYLE §10: a stale stream is a WARNING; an ordinary drop or server error is INFO
-                quiet = isinstance(err, (TransportError, ServerError)) and not isinstance(err, StaleStreamError)
-                log = logger.info if quiet else logger.warning
-                log("connection ended: %s; reconnecting (%s)", err, decision.reason,
-                    exc_info=not isinstance(err, CoinratesError))
-            finally:
-                self.current = None
-            if self._stopping.is_set():
-                break
-            if self.on_disconnect is not None:
-                self.on_disconnect(time.time_ns())
-            if established:
-                self.telemetry.reconnects += 1
-            self.telemetry.set_state("reconnecting")
-            if self._delivered:  # a connection that worked restarts the backoff
-                delays = backoff(settings.backoff_initial, cap=settings.backoff_cap, rng=self.rng)
-            delay = next(delays)
-            self.telemetry.retry_delays.append(delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        self.telemetry.set_state("stopped")
+    # run() is ReconnectingSession.run: connect, serve, classify, back off; the hooks are below.
 
     def stop(self) -> None:
         """Ask :meth:`run` to end; closes the open connection."""
@@ -197,14 +149,30 @@ class Session:
         logger.info("connected to %s (%s)", redact_url(url), self.settings.source)
         return ws, self._links
 
-    async def _serve(self, ws: ClientConnection, link: int) -> None:
-        """Read ``ws`` until it ends; on a server ``reconnect`` notice, switch to a new connection.
+    async def _open(self) -> tuple[ClientConnection, int]:
+        return await self._connect()
+
+    async def _release(self) -> None:
+        self.current = None
+
+    def _link_lost(self) -> None:
+        if self.on_disconnect is not None:
+            self.on_disconnect(time.time_ns())
+
+    def _retry_level(self, err: BaseException) -> int:
+        # STYLE §10: a stale stream is a WARNING; an ordinary drop or server error is INFO
+        quiet = isinstance(err, (TransportError, ServerError)) and not isinstance(err, StaleStreamError)
+        return logging.INFO if quiet else logging.WARNING
+
+    async def _serve(self, link: tuple[ClientConnection, int]) -> None:
+        """Read the connection until it ends; on a server ``reconnect`` notice, switch to a new connection.
 
         Returns when the session stops; otherwise raises why the connection ended.
         """
+        ws, number = link
         self.current = ws
         self.protocol.connected(time.monotonic())
-        reader: asyncio.Future[None] = asyncio.ensure_future(self._read(ws, link))
+        reader: asyncio.Future[None] = asyncio.ensure_future(self._read(ws, number))
         try:
             while True:
                 done, _ = await asyncio.wait({reader}, timeout=TICK)

@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .._secrets import redact_url
+from .._session import ReconnectingSession
 from .._types import FilterItem
 from ..batch import RateBatch
 from ..config import Settings
@@ -65,7 +66,6 @@ from ..exceptions import CoinratesError, ConfigError, MessageError, TransportErr
 from ..frame import RollingFrame
 from ..messages import parse_server_batch
 from ..protocol import ClientProtocol
-from ..retry import backoff, classify
 from ..status import Telemetry
 from . import wire
 from .wire import HEADER_HUB_RECEIVED, HEADER_ORIGIN, HealthWire, Layout
@@ -116,7 +116,7 @@ LATENCY_SAMPLES: Final = 100_000
 _ORIGIN_CODES: Final = {"stream": 0, "history": 1, "healed": 2}
 
 
-class NatsSession:
+class NatsSession(ReconnectingSession[None]):
     """One logical stream from a hub over successive NATS connections (the WebSocket ``Session``'s interface).
 
     ``BILLED = False``: its rates are not counted in ``status.rates_today`` (the hub's upstream
@@ -194,49 +194,13 @@ class NatsSession:
         self._announced = 0
         """0: the collector's start line is not logged yet; 1: logged without the source; 2: with it."""
 
-    # ------------------------------------------------------------------ public (loop thread)
+    _log = logger
+    _STOPPED = "hub consumer stopped"
+    _ENDED = "hub consumer"
 
-    async def run(self) -> None:
-        """Connect, fill, read until :meth:`stop`; reconnect with the collector's backoff after any loss."""
-        settings = self.settings
-        delays = backoff(settings.backoff_initial, cap=settings.backoff_cap, rng=self.rng)
-        first = True
-        while not self._stopping.is_set():
-            self.telemetry.set_state("connecting" if first else "reconnecting")
-            self._delivered = established = False
-            try:
-                await self._connect()
-                established = True
-                first = False
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - top of the task: classify, count, never die
-                err = _translate(exc)
-                decision = classify(err)
-                self._announce(str(err))
-                self.telemetry.last_error = str(err)
-                self.telemetry.transport_errors += 1
-                if not decision.retry:
-                    logger.error("hub consumer stopped: %s (%s)", err, decision.reason)
-                    self.telemetry.set_state("error")
-                    return
-                logger.info("hub consumer: %s; reconnecting (%s)", err, decision.reason,
-                            exc_info=not isinstance(err, CoinratesError))
-            finally:
-                await self._close()
-            if self._stopping.is_set():
-                break
-            if established:
-                self.telemetry.reconnects += 1
-            self.telemetry.set_state("reconnecting")
-            if self._delivered:
-                delays = backoff(settings.backoff_initial, cap=settings.backoff_cap, rng=self.rng)
-            delay = next(delays)
-            self.telemetry.retry_delays.append(delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        self.telemetry.set_state("stopped")
+    # ------------------------------------------------------------------ public (loop thread)
+    # run() is ReconnectingSession.run (the WebSocket session's loop): connect, serve, classify, back off.
+    # A lost link to NATS is no gap in the data (the stream resumes from the last sequence): no _link_lost.
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (it deletes its consumer and closes the connection)."""
@@ -324,6 +288,21 @@ class NatsSession:
         self._links += 1
         self.telemetry.connections += 1
 
+    async def _open(self) -> None:
+        await self._connect()
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """NATS client errors as ``TransportError`` (retried); ours pass through."""
+        if isinstance(exc, CoinratesError):
+            return exc
+        return TransportError(f"NATS: {type(exc).__name__}: {exc}" if str(exc) else f"NATS: {type(exc).__name__}")
+
+    def _failed(self, err: BaseException) -> None:
+        self._announce(str(err))
+
+    async def _release(self) -> None:
+        await self._close()
+
     async def _close(self) -> None:
         nc, self._nc, self._js, self._kv = self._nc, None, None, None
         self._sub = None
@@ -336,7 +315,7 @@ class NatsSession:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), timeout=2.0)
 
-    async def _serve(self) -> None:
+    async def _serve(self, link: None = None) -> None:
         """Find the stream, read the hub's health, ask for the scope, make the consumer, read until lost or stopped."""
         from nats.js.errors import NotFoundError
 
@@ -796,9 +775,3 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=settings.ssl)
     return ssl.create_default_context()
 
-
-def _translate(exc: BaseException) -> BaseException:
-    """NATS client errors as ``TransportError`` (retried); ours pass through."""
-    if isinstance(exc, CoinratesError):
-        return exc
-    return TransportError(f"NATS: {type(exc).__name__}: {exc}" if str(exc) else f"NATS: {type(exc).__name__}")
