@@ -220,7 +220,7 @@ def test_a_hub_whose_lease_was_taken_stops_publishing(make_simulator: MakeSim, m
     assert "took over" in (hub.status.last_error or "")
     wait_until(lambda: hub.collector is not None and not hub.collector.running, timeout=10)
     # a window sent before the fence may still be acknowledged; after that nothing more reaches the stream
-    wait_until(lambda: hub._in_flight == 0, timeout=10, message="the window in flight was never settled")
+    wait_until(lambda: hub._publisher.in_flight == 0, timeout=10, message="the window in flight was never settled")
 
     async def last_seq() -> int:
         import nats

@@ -47,7 +47,6 @@ import logging
 import os
 import random
 import socket
-import ssl
 import time
 import uuid
 from collections import deque
@@ -62,12 +61,13 @@ from .._session import ReconnectingSession
 from .._types import FilterItem
 from ..batch import RateBatch
 from ..config import Settings
-from ..exceptions import CoinratesError, ConfigError, MessageError, TransportError
+from ..exceptions import ConfigError, MessageError, TransportError
 from ..frame import RollingFrame
 from ..messages import parse_server_batch
 from ..protocol import ClientProtocol
 from ..status import Telemetry
 from . import wire
+from ._nats import tls_context, translate
 from .wire import HEADER_HUB_RECEIVED, HEADER_ORIGIN, HealthWire, Layout
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class NatsSession(ReconnectingSession[None]):
                 self.servers, name=f"coinrates consumer {self.consumer_id}", allow_reconnect=False,
                 connect_timeout=max(1, round(self.settings.open_timeout)),
                 ping_interval=max(1, round(self.settings.ping_interval or 20)), max_outstanding_pings=2,
-                disconnected_cb=gone, closed_cb=gone, error_cb=error, tls=_tls_context(self.settings),
+                disconnected_cb=gone, closed_cb=gone, error_cb=error, tls=tls_context(self.settings, self.servers),
                 pending_size=4 * 1024 * 1024)
         except Exception as exc:  # noqa: BLE001 - translated at this edge
             raise TransportError(f"cannot reach NATS at {redact_url(self.servers)}: {type(exc).__name__}: {exc}") from exc
@@ -292,10 +292,7 @@ class NatsSession(ReconnectingSession[None]):
         await self._connect()
 
     def _translate(self, exc: BaseException) -> BaseException:
-        """NATS client errors as ``TransportError`` (retried); ours pass through."""
-        if isinstance(exc, CoinratesError):
-            return exc
-        return TransportError(f"NATS: {type(exc).__name__}: {exc}" if str(exc) else f"NATS: {type(exc).__name__}")
+        return translate(exc)
 
     def _failed(self, err: BaseException) -> None:
         self._announce(str(err))
@@ -762,16 +759,3 @@ def _window_of(sink: Any) -> int | None:
     frame = getattr(getattr(sink, "__self__", None), "frame", None)
     value = frame.window_ns if isinstance(frame, RollingFrame) else None
     return value if value is not None and value > 0 else None
-
-
-def _tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """A verifying TLS context for ``tls://`` (the settings' CA bundle or context if given), else ``None``."""
-    url = settings.url or ""
-    if not url.lower().startswith("tls://"):
-        return None
-    if isinstance(settings.ssl, ssl.SSLContext):
-        return settings.ssl
-    if isinstance(settings.ssl, str):
-        return ssl.create_default_context(cafile=settings.ssl)
-    return ssl.create_default_context()
-

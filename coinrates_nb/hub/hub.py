@@ -47,9 +47,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
@@ -62,12 +60,14 @@ from .._types import FilterItem
 from ..batch import RateBatch
 from ..collector import Collector
 from ..config import Settings
-from ..exceptions import CollectorError, ConfigError, MessageError, TransportError
-from ..messages import ExchangeRate
-from ..status import Status
+from ..exceptions import ConfigError, MessageError, TransportError
 from . import wire
+from ._lease import Lease
+from ._nats import check_url, tls_context, translate
+from ._publish import ACK_TIMEOUT, Gap, Item, Publisher, Upstream, ensure_stream, updates
 from ._server import NatsServer
-from .wire import HEADER_HUB_RECEIVED, HEADER_MSG_ID, HEADER_ORIGIN, Layout
+from ._status import HubStatus
+from .wire import Layout
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -79,109 +79,12 @@ __all__ = ["Hub", "HubStatus", "hub"]
 
 logger = logging.getLogger("coinrates_nb.hub")
 
-WINDOW: Final = 2048
-"""Most updates published before waiting for their acknowledgements (one window in flight)."""
-
-ACK_TIMEOUT: Final = 5.0
-"""Seconds a window may wait for JetStream's acknowledgements before it is sent again."""
-
 HEALTH_EVERY: Final = 0.5
 """Seconds between two writes of the ``health`` key."""
 
 START_TIMEOUT: Final = 30.0
 DRAIN_TIMEOUT: Final = 5.0
 """Seconds :meth:`Hub.stop` waits for the queued updates to be published."""
-
-MAX_BACKLOG: Final = 1_000_000
-"""Updates queued while NATS is unreachable before the oldest are dropped (and a gap published)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Out:
-    """One update to publish."""
-
-    subject: str
-    payload: bytes
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class _Gap:
-    """An upstream gap marker to publish in place."""
-
-    reason: str
-    at_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Upstream:
-    """An upstream (re)connect marker, published before the first update of the connection."""
-
-    source: str
-    connections: int
-    at_ns: int
-
-
-@dataclass(frozen=True)
-class HubStatus:
-    """A point-in-time view of a hub: its own state, the upstream link, NATS, publishing and demand."""
-
-    state: str
-    """``idle``, ``starting``, ``running``, ``fenced`` (another hub took over), ``stopped`` or ``error``."""
-    hub_id: str
-    nats_url: str | None
-    embedded_nats: bool
-    upstream: Status | None
-    """The upstream collector's status (the hub <-> CoinAPI link)."""
-    scope: tuple[str, ...] | None
-    requested: dict[str, float]
-    """Items added because consumers asked, with the seconds since one last wanted them."""
-    consumers: int
-    """Consumers heard from within the last two interest periods."""
-    published: int
-    duplicates: int
-    """Updates JetStream had already stored (a re-sent window, a hub restart)."""
-    gaps_published: int
-    backlog: int
-    """Updates queued or in flight, not yet acknowledged."""
-    dropped: int
-    nats_connected: bool
-    nats_reconnects: int
-    last_error: str | None
-    stream_seq: int | None = None
-    """The stream sequence of the last update JetStream acknowledged."""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def simulated(self) -> bool:
-        return self.upstream is not None and self.upstream.simulated
-
-    @property
-    def source(self) -> str:
-        """``simulated``, ``live``, or ``unknown`` until the upstream first connected (the simulator says so then)."""
-        up = self.upstream
-        if up is not None and up.simulated:
-            return "simulated"
-        return "live" if up is not None and up.connections else "unknown"
-
-    @property
-    def rates_billed(self) -> int:
-        """Rates the hub received from upstream: what CoinAPI bills, once for every consumer."""
-        return 0 if self.upstream is None else self.upstream.rates
-
-    def summary(self) -> str:
-        """One line for a terminal or a log."""
-        up = self.upstream
-        parts = [f"hub {self.state}", "SIMULATED" if self.simulated else self.source,
-                 f"upstream {up.state if up else 'n/a'}", f"{self.rates_billed:,} rates billed",
-                 f"{self.published:,} published", f"{self.consumers} consumer{'s' if self.consumers != 1 else ''}",
-                 f"backlog {self.backlog:,}", f"nats {'up' if self.nats_connected else 'DOWN'} ({self.nats_url})"]
-        if up is not None and up.reconnects:
-            parts.append(f"{up.reconnects} upstream reconnect{'s' if up.reconnects != 1 else ''}")
-        if self.last_error:
-            parts.append(f"error: {self.last_error}")
-        return " | ".join(parts)
-
 
 class _UpstreamCollector(Collector):
     """The hub's collector: tells the hub when the upstream link dropped, so a gap marker goes out in place."""
@@ -257,7 +160,7 @@ class Hub(BackgroundThread):
         self.max_bytes = max_bytes
         self.replicas = replicas
         self._window = window
-        self._nats_arg = None if nats_url is None else _check_nats_url(nats_url)
+        self._nats_arg = None if nats_url is None else check_url(nats_url)
         self._store_dir = store_dir
         self.hub_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
@@ -272,28 +175,45 @@ class Hub(BackgroundThread):
 
     _js: JetStreamContext
     _kv: KeyValue
-    _lease_rev: int = 0
-    _lease_at: float = 0.0
-    _event_count: int = 0
-    _wake: asyncio.Event
+    _lease: Lease | None = None
     _stopping: asyncio.Event
     _health_due: asyncio.Event
 
     def _reset_counters(self) -> None:
-        self.published = 0
-        self.duplicates = 0
-        self.gaps_published = 0
-        self.dropped = 0
-        self.publish_errors = 0
         self.nats_reconnects = 0
         self.last_error: str | None = None
-        self._stream_seq: int | None = None
-        self._queue: deque[_Out | _Gap | _Upstream] = deque()
-        self._in_flight = 0
         self._requested: dict[FilterItem, float] = {}
         self._consumers: dict[str, float] = {}
         self._since_ns = time.time_ns()
         self._announced = 0
+        self._publisher = Publisher(self.layout, self.hub_id, self._since_ns, js=lambda: self._js,
+                                    ready=lambda: self._client().is_connected and self._lease_fresh(),
+                                    fenced=lambda: self._state == "fenced", epoch=lambda: self.nats_reconnects,
+                                    note_error=self._note_error)
+
+    @property
+    def published(self) -> int:
+        """Updates JetStream stored (acknowledged, not duplicates) since the last start."""
+        return self._publisher.published
+
+    @property
+    def duplicates(self) -> int:
+        """Messages JetStream had already stored (a re-sent window, a hub restart)."""
+        return self._publisher.duplicates
+
+    @property
+    def gaps_published(self) -> int:
+        return self._publisher.gaps_published
+
+    @property
+    def dropped(self) -> int:
+        """Updates dropped from a queue over ``MAX_BACKLOG`` while NATS was unreachable."""
+        return self._publisher.dropped
+
+    @property
+    def publish_errors(self) -> int:
+        """Windows not fully acknowledged (re-sent)."""
+        return self._publisher.publish_errors
 
     # ------------------------------------------------------------------ lifecycle (any thread)
 
@@ -417,12 +337,12 @@ class Hub(BackgroundThread):
             published=self.published,
             duplicates=self.duplicates,
             gaps_published=self.gaps_published,
-            backlog=len(self._queue) + self._in_flight,
+            backlog=self._publisher.backlog,
             dropped=self.dropped,
             nats_connected=bool(nc is not None and nc.is_connected),
             nats_reconnects=self.nats_reconnects,
             last_error=self.last_error,
-            stream_seq=self._stream_seq,
+            stream_seq=self._publisher.stream_seq,
         )
 
     @property
@@ -443,29 +363,14 @@ class Hub(BackgroundThread):
         loop = self._loop
         if loop is None:
             return
-        layout = self.layout
-        subjects = [layout.subject(base, quote) for base, quote, _ in rates.keys]
-        received = str(received_ns)
-        origin = getattr(rates, "origin", 0)
-        origin_name = None
-        if origin:
-            from ..batch import ORIGINS  # type: ignore[attr-defined, unused-ignore]  # the history issue's origins
-
-            origin_name = str(ORIGINS[origin])
-        out: list[_Out | _Gap | _Upstream] = []
+        out: list[Item] = []
         collector = self._collector
         telemetry = collector.telemetry if collector is not None else None
         if telemetry is not None and telemetry.connections != self._announced:
             self._announced = telemetry.connections
             source = "simulated" if self.settings.simulated or telemetry.server_simulated else "live"
-            out.append(_Upstream(source, telemetry.connections, received_ns))
-        for code, t, rate in zip(rates.code.tolist(), rates.time_ns.tolist(), rates.rate.tolist(), strict=True):
-            base, quote, rate_type = rates.keys[code]
-            headers = {HEADER_MSG_ID: wire.msg_id(base, quote, t), HEADER_HUB_RECEIVED: received}
-            if origin_name is not None:
-                headers[HEADER_ORIGIN] = origin_name
-            payload = ExchangeRate(base, quote, rate_type, t, rate).to_json().encode()
-            out.append(_Out(subjects[code], payload, headers))
+            out.append(Upstream(source, telemetry.connections, received_ns))
+        out += updates(self.layout, rates, received_ns)
         with contextlib.suppress(RuntimeError):  # the loop closed: the hub is stopping
             loop.call_soon_threadsafe(self._push, out)
 
@@ -474,21 +379,14 @@ class Hub(BackgroundThread):
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):
-                gap: list[_Out | _Gap | _Upstream] = [_Gap("disconnect", now_ns)]
+                gap: list[Item] = [Gap("disconnect", now_ns)]
                 loop.call_soon_threadsafe(self._push, gap)
 
-    def _push(self, items: list[_Out | _Gap | _Upstream]) -> None:
-        """Queue messages (hub loop); beyond ``MAX_BACKLOG`` drop the oldest and put a gap marker in their place."""
-        queue = self._queue
-        queue.extend(items)
-        if len(queue) > MAX_BACKLOG:
-            while len(queue) > MAX_BACKLOG:
-                queue.popleft()
-                self.dropped += 1
-            if not isinstance(queue[0], _Gap):
-                queue.appendleft(_Gap("backlog overflow", time.time_ns()))
-            self.last_error = f"NATS unreachable: dropped {self.dropped:,} queued update(s) (reported as a gap)"
-        self._wake.set()
+    def _push(self, items: list[Item]) -> None:
+        """Queue messages (hub loop); a queue over ``MAX_BACKLOG`` drops the oldest (a gap marker in their place)."""
+        if self._publisher.push(items):
+            self.last_error = (f"NATS unreachable: dropped {self._publisher.dropped:,} queued update(s) "
+                               "(reported as a gap)")
 
     # ------------------------------------------------------------------ the hub loop
 
@@ -496,7 +394,6 @@ class Hub(BackgroundThread):
         loop = asyncio.new_event_loop()
         try:
             asyncio.set_event_loop(loop)
-            self._wake = asyncio.Event()
             self._stopping = asyncio.Event()
             self._health_due = asyncio.Event()
             self._loop = loop
@@ -518,23 +415,24 @@ class Hub(BackgroundThread):
 
     def _begin_stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
         self._health_due.set()
 
     async def _main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
             await self._connect()
-            await self._ensure_stream()
-            await self._acquire()
+            self._kv = await ensure_stream(self._js, self.layout, retention_s=self.retention_s,
+                                           max_bytes=self.max_bytes, replicas=self.replicas, lease_s=self.lease_s)
+            self._lease = Lease(self._kv, self.hub_id, self._since_ns, self.lease_s)
+            await self._lease.acquire(f"{redact_url(self._nats_url or '')} (stream {self.layout.stream})")
             await self._client().subscribe(self.layout.want, cb=self._on_want)
         except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
             if self._nc is not None:
                 with contextlib.suppress(Exception):
                     await self._nc.close()
-            ready.set_exception(_translate(exc))
+            ready.set_exception(translate(exc))
             return
         ready.set_result(None)
-        tasks = [asyncio.create_task(self._guard(self._publisher, "publisher")),
+        tasks = [asyncio.create_task(self._guard(self._publisher.run, "publisher")),
                  asyncio.create_task(self._guard(self._maintain, "maintenance"))]
         try:
             await self._stopping.wait()
@@ -579,104 +477,25 @@ class Hub(BackgroundThread):
                 reconnect_time_wait=0.25, connect_timeout=max(1, round(timeout)),
                 ping_interval=max(1, round(self.settings.ping_interval or 20)), max_outstanding_pings=3,
                 disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
-                tls=_tls_context(self.settings, url), pending_size=64 * 1024 * 1024), timeout)
+                tls=tls_context(self.settings, url), pending_size=64 * 1024 * 1024), timeout)
         except TimeoutError:
             raise TransportError(f"cannot reach NATS at {redact_url(url)} within {timeout:g} s") from None
         except Exception as exc:  # noqa: BLE001 - translated at this edge
             raise TransportError(f"cannot reach NATS at {redact_url(url)}: {type(exc).__name__}: {exc}") from exc
         self._js = self._client().jetstream(timeout=ACK_TIMEOUT)  # WINDOW stays below publish_async's 4,000 slots
 
-    async def _ensure_stream(self) -> None:
-        """Create (or update) the stream and the KV bucket; JetStream keeps both across restarts."""
-        from nats.js import api
-        from nats.js.errors import BadRequestError, NotFoundError
-
-        layout, js = self.layout, self._js
-        config = api.StreamConfig(
-            name=layout.stream, subjects=layout.stream_subjects, description="coinrates_nb hub: CoinAPI exchange rates",
-            retention=api.RetentionPolicy.LIMITS, max_age=self.retention_s, max_bytes=self.max_bytes,
-            discard=api.DiscardPolicy.OLD, storage=api.StorageType.FILE, num_replicas=self.replicas,
-            duplicate_window=min(300.0, self.retention_s), allow_direct=True)
-        try:
-            await js.stream_info(layout.stream)
-            await js.update_stream(config)
-        except NotFoundError:
-            try:
-                await js.add_stream(config)
-            except BadRequestError:  # created meanwhile by another process
-                await js.update_stream(config)
-        bucket = layout.bucket
-        try:
-            self._kv = await js.key_value(bucket)
-        except NotFoundError:
-            self._kv = await js.create_key_value(bucket=bucket, history=1, ttl=self.lease_s,
-                                                 storage=api.StorageType.FILE, replicas=self.replicas)
-
     # ------------------------------------------------------------------ the lease (one publisher)
-
-    def _lease_value(self) -> bytes:
-        return wire.encode({"hub": self.hub_id, "host": socket.gethostname(), "pid": os.getpid(),
-                            "since_ns": self._since_ns, "renewed_ns": time.time_ns()})
-
-    async def _acquire(self) -> None:
-        """Take the lease, or refuse: a lease renewed meanwhile belongs to a live hub; a stale one is waited out."""
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
-        kv = self._kv
-        every = self.lease_s / 5
-        deadline = time.monotonic() + 2 * self.lease_s + 2.0  # a stale lease expires after lease_s (KV max age)
-        first: Any = None
-        while True:
-            try:
-                self._lease_rev = await kv.create("leader", self._lease_value())
-                self._lease_at = time.monotonic()
-                return
-            except KeyWrongLastSequenceError:
-                pass
-            try:
-                entry = await kv.get("leader")
-            except KeyNotFoundError:
-                continue  # expired or released just now: try again
-            if first is None:
-                first = entry
-            elif entry.revision != first.revision:
-                holder = _describe_holder(entry.value)
-                raise CollectorError(f"another hub ({holder}) is already publishing to {redact_url(self._nats_url or '')} "
-                                     f"(stream {self.layout.stream}); stop it first, or give this hub another prefix=")
-            if time.monotonic() > deadline:
-                raise CollectorError(f"the hub lease held by {_describe_holder(entry.value)} did not expire")
-            await asyncio.sleep(every / 2)
 
     def _lease_fresh(self) -> bool:
         """True while the last renewal is recent enough that no other hub can have taken over."""
-        return self._state != "fenced" and time.monotonic() - self._lease_at < self.lease_s * 0.8
+        return self._state != "fenced" and self._lease is not None and self._lease.fresh()
 
     async def _renew(self) -> None:
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
-        sent = time.monotonic()
-        try:
-            self._lease_rev = await self._kv.update("leader", self._lease_value(), last=self._lease_rev)
-            self._lease_at = sent
-            return
-        except KeyWrongLastSequenceError:
-            pass
-        try:
-            entry = await self._kv.get("leader")
-            holder = wire.decode(entry.value or b"{}").get("hub")
-        except KeyNotFoundError:  # it expired while we were cut off: nobody took it
-            try:
-                self._lease_rev = await self._kv.create("leader", self._lease_value())
-                self._lease_at = sent
-                return
-            except KeyWrongLastSequenceError:
-                entry = await self._kv.get("leader")
-                holder = wire.decode(entry.value or b"{}").get("hub")
-        if holder == self.hub_id and entry.revision is not None:  # our own renewal landed, its answer was lost
-            self._lease_rev = entry.revision
-            self._lease_at = sent
-            return
-        await self._fence(str(holder))
+        """Renew the lease; if another hub holds it now, fence this one."""
+        assert self._lease is not None
+        holder = await self._lease.renew()
+        if holder is not None:
+            await self._fence(holder)
 
     async def _fence(self, holder: str) -> None:
         """Another hub holds the lease: stop publishing and stop paying for the upstream."""
@@ -687,90 +506,6 @@ class Hub(BackgroundThread):
         collector = self._collector
         if collector is not None:
             await asyncio.get_running_loop().run_in_executor(None, collector.stop)
-
-    # ------------------------------------------------------------------ publishing
-
-    async def _publisher(self) -> None:
-        """Publish the queue in order, one acknowledged window at a time; re-send what was not acknowledged."""
-        queue = self._queue
-        while True:
-            if not queue:
-                if self._stopping.is_set():
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if not self._client().is_connected or not self._lease_fresh():
-                if self._stopping.is_set() and self._state == "fenced":
-                    return
-                await asyncio.sleep(0.05)
-                continue
-            window = [queue.popleft() for _ in range(min(WINDOW, len(queue)))]
-            self._in_flight = len(window)
-            try:
-                acked = await self._publish_window(window)
-            finally:
-                self._in_flight = 0
-            if acked < len(window):
-                queue.extendleft(reversed(window[acked:]))
-                await asyncio.sleep(0.1)
-
-    async def _publish_window(self, window: list[_Out | _Gap | _Upstream]) -> int:
-        """Publish ``window``; return how many from its start JetStream acknowledged."""
-        js = self._js
-        futures: list[asyncio.Future[Any]] = []
-        reconnects = self.nats_reconnects
-        try:
-            for item in window:
-                if isinstance(item, _Out):
-                    futures.append(await js.publish_async(item.subject, item.payload, headers=item.headers))
-                else:
-                    self._event_count += 1
-                    subject, event = self._event(item)
-                    futures.append(await js.publish_async(
-                        subject, wire.encode(event),
-                        headers={HEADER_MSG_ID: f"event@{self.hub_id}:{self._since_ns}:{self._event_count}"}))
-        except Exception as exc:  # noqa: BLE001 - the connection went away mid-window: re-sent below
-            self._note_error(f"publish failed: {type(exc).__name__}: {exc}")
-        pending: set[asyncio.Future[Any]] = set(futures)
-        deadline = time.monotonic() + ACK_TIMEOUT
-        while pending and time.monotonic() < deadline and reconnects == self.nats_reconnects:
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-        acked = 0
-        for fut in futures:
-            if not fut.done() or fut.cancelled() or fut.exception() is not None:
-                break
-            ack = fut.result()
-            acked += 1
-            if ack.duplicate:
-                self.duplicates += 1
-            else:
-                self._stream_seq = ack.seq
-            item = window[acked - 1]
-            if isinstance(item, _Out):
-                self.published += 1
-            elif isinstance(item, _Gap):
-                self.gaps_published += 1
-        for fut in futures[acked:]:
-            if fut.done():
-                if not fut.cancelled() and fut.exception() is not None:
-                    self._note_error(f"publish not acknowledged: {fut.exception()}")
-            else:
-                fut.cancel()  # releases nats-py's publish_async slot
-        if acked < len(window):
-            self.publish_errors += 1
-            if not futures[acked:] or all(not f.done() or f.cancelled() for f in futures[acked:]):
-                self._note_error(f"{len(window) - acked:,} update(s) not acknowledged by JetStream in time; re-sending")
-        return acked
-
-    def _event(self, item: _Gap | _Upstream) -> tuple[str, wire.GapEvent | wire.UpstreamEvent]:
-        """The subject and JSON of a control marker."""
-        if isinstance(item, _Gap):
-            gap: wire.GapEvent = {"type": "upstream_gap", "hub": self.hub_id, "at_ns": item.at_ns, "reason": item.reason}
-            return self.layout.gap, gap
-        up: wire.UpstreamEvent = {"type": "upstream", "hub": self.hub_id, "at_ns": item.at_ns, "source": item.source,
-                                  "connections": item.connections}
-        return self.layout.upstream, up
 
     def _note_error(self, text: str) -> None:
         if text != self.last_error:
@@ -878,12 +613,14 @@ class Hub(BackgroundThread):
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Publish what is queued and a ``hub stopped`` marker, write the last health, release the lease."""
         if self._state != "fenced":
-            self._push([_Gap("hub stopped", time.time_ns())])
+            self._push([Gap("hub stopped", time.time_ns())])
+        self._publisher.finish()  # after the last marker: it returns once the queue is published
         publisher = tasks[0]
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(publisher), timeout=DRAIN_TIMEOUT)
-        if self._queue:
-            logger.warning("hub: %d update(s) were still queued at stop (NATS unreachable?)", len(self._queue))
+        if self._publisher.queue:
+            logger.warning("hub: %d update(s) were still queued at stop (NATS unreachable?)",
+                           len(self._publisher.queue))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -891,9 +628,9 @@ class Hub(BackgroundThread):
             final = self.health()
             final["state"] = "stopped" if self._state != "fenced" else "fenced"
             await self._put_health(final)
-        if self._state != "fenced":
+        if self._state != "fenced" and self._lease is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._kv.delete("leader", last=self._lease_rev), timeout=2.0)
+                await self._lease.release()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client().close(), timeout=5.0)
 
@@ -903,51 +640,10 @@ class Hub(BackgroundThread):
         return self._nc
 
 
-def _describe_holder(value: bytes | None) -> str:
-    try:
-        data = wire.decode(value or b"{}")
-        return f"hub {data.get('hub')} on {data.get('host')}, pid {data.get('pid')}"
-    except MessageError:
-        return "an unknown hub"
-
-
 def _seconds(value: Any, name: str) -> float:
     ns = span_ns(value, name, allow_none=False)
     assert ns is not None
     return ns / 1e9
-
-
-def _check_nats_url(url: Any) -> str:
-    """A NATS URL (or a comma-separated list): ``nats://`` or ``tls://`` with a host, else a ``ConfigError``."""
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"nats_url must be a string like 'nats://127.0.0.1:4222', not {url!r}")
-    for part in url.split(","):
-        scheme, sep, rest = part.strip().partition("://")
-        if not sep or scheme.lower() not in ("nats", "tls") or not rest.split("/", 1)[0]:
-            raise ConfigError(f"nats_url must look like 'nats://host:4222' (or tls://), not {redact_url(part.strip())!r}")
-    return url.strip()
-
-
-def _tls_context(settings: Settings, url: str) -> Any:
-    """A verifying TLS context for ``tls://`` URLs (the settings' CA bundle or context if given), else ``None``."""
-    if not url.lower().startswith("tls://"):
-        return None
-    import ssl
-
-    if isinstance(settings.ssl, ssl.SSLContext):
-        return settings.ssl
-    if isinstance(settings.ssl, str):
-        return ssl.create_default_context(cafile=settings.ssl)
-    return ssl.create_default_context()
-
-
-def _translate(exc: BaseException) -> BaseException:
-    """NATS client errors as ``TransportError``; ours pass through."""
-    from ..exceptions import CoinratesError
-
-    if isinstance(exc, (CoinratesError, asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-        return exc
-    return TransportError(f"NATS: {type(exc).__name__}: {exc}")
 
 
 def hub(
