@@ -101,7 +101,8 @@ def hub(args: argparse.Namespace) -> int:
             url = args.nats
         else:
             made = Hub(pairs, nats_url=args.nats, retention=args.retention, drop_after=args.drop_after,
-                       prefix=args.prefix, store_dir=args.store_dir, rate_hz=args.rate_hz, seed=args.seed).start()
+                       prefix=args.prefix, replicas=args.replicas, store_dir=args.store_dir, rate_hz=args.rate_hz,
+                       seed=args.seed).start()
             url = made.nats_url or ""
             source = "SIMULATED data (no COINAPI_KEY)" if made.settings.simulated else "CoinAPI"
             print(f"coinrates_nb hub: {source} for {', '.join(pairs)} -> {url}", flush=True)
@@ -136,6 +137,17 @@ def hub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replicas(text: str) -> int:
+    """``--replicas``: an int from 1 to 5 (JetStream's limit), else argparse's usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 5 (JetStream's limit), not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m coinrates_nb``."""
     parser = argparse.ArgumentParser(prog="python -m coinrates_nb", description=__doc__)
@@ -152,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--retention", default="24h", help="how long JetStream keeps updates")
     h.add_argument("--drop-after", default="10min", help="drop a pair consumers asked for once unwanted this long")
     h.add_argument("--prefix", default="coinrates", help="subject/stream prefix (one hub per prefix)")
+    h.add_argument("--replicas", type=_replicas, default=1,
+                   help="JetStream replicas of the stream and the hub's bucket: 1 on one server, 3 on a NATS cluster")
     h.add_argument("--store-dir", default=None, help="the embedded nats-server's JetStream folder (default: temporary)")
     h.add_argument("--rate-hz", type=float, default=5.0, help="simulated updates per pair per second (no key)")
     h.add_argument("--seed", type=int, default=None)

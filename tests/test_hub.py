@@ -375,11 +375,42 @@ def test_cli_runs_a_hub_and_writes_its_url(tmp_path: Path) -> None:
     """`python -m coinrates_nb hub` runs an embedded hub on the simulator, writes its URL, stops cleanly."""
     url_file = tmp_path / "url"
     done = subprocess.run([sys.executable, "-m", "coinrates_nb", "hub", "--pairs", "BTC/USD,ETH/USD", "--seconds", "3",
-                           "--every", "1", "--url-file", str(url_file), "--rate-hz", "20"],
+                           "--every", "1", "--url-file", str(url_file), "--rate-hz", "20", "--replicas", "1"],
                           capture_output=True, text=True, timeout=60 * SLOW, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert url_file.read_text().startswith("nats://127.0.0.1:")
     assert "SIMULATED" in done.stdout and "hub running" in done.stdout and "hub stopped" in done.stdout
+
+
+@pytest.mark.parametrize("bad", ["0", "6", "two", "1.5", "-1"])
+def test_cli_replicas_must_be_1_to_5(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hub --replicas` outside 1..5 is argparse's usage error naming the option, before anything starts."""
+    from coinrates_nb.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["hub", "--replicas", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--replicas" in err and "from 1 to 5" in err and repr(bad) in err
+
+
+def test_cli_replicas_beyond_one_server_is_a_clear_error(nats_server: NatsServer) -> None:
+    """`hub --replicas 3` on a single nats-server: JetStream's refusal, as a hub error saying a cluster is needed."""
+    done = subprocess.run([sys.executable, "-m", "coinrates_nb", "hub", "--pairs", "BTC/USD", "--seconds", "3",
+                           "--nats", nats_server.url, "--prefix", "replicas3", "--replicas", "3"],
+                          capture_output=True, text=True, timeout=60 * SLOW, cwd=ROOT)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "replicas=3" in done.stderr and "needs a NATS cluster of at least 3 servers" in done.stderr
+
+    async def streams() -> list[str]:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        names = [info.config.name for info in await nc.jetstream().streams_info()]
+        await nc.close()
+        return [name for name in names if name is not None]
+
+    assert Layout("replicas3").stream not in asyncio.run(streams())  # nothing was left on the server
 
 
 def test_a_consumer_started_before_its_hub_waits_and_says_why(make_simulator: Callable[..., Simulator],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from ..batch import RateBatch
+from ..exceptions import ConfigError
 from ..messages import ExchangeRate
 from . import wire
 from .wire import HEADER_HUB_RECEIVED, HEADER_MSG_ID, HEADER_ORIGIN, Layout
@@ -94,7 +95,7 @@ async def ensure_stream(js: JetStreamContext, layout: Layout, *, retention_s: fl
                         lease_s: float) -> KeyValue:
     """Create (or update) the stream and the KV bucket (lease and health); JetStream keeps both across restarts."""
     from nats.js import api
-    from nats.js.errors import BadRequestError, NotFoundError
+    from nats.js.errors import APIError, BadRequestError, NotFoundError
 
     config = api.StreamConfig(
         name=layout.stream, subjects=layout.stream_subjects, description="coinrates_nb hub: CoinAPI exchange rates",
@@ -102,18 +103,24 @@ async def ensure_stream(js: JetStreamContext, layout: Layout, *, retention_s: fl
         discard=api.DiscardPolicy.OLD, storage=api.StorageType.FILE, num_replicas=replicas,
         duplicate_window=min(300.0, retention_s), allow_direct=True)
     try:
-        await js.stream_info(layout.stream)
-        await js.update_stream(config)
-    except NotFoundError:
         try:
-            await js.add_stream(config)
-        except BadRequestError:  # created meanwhile by another process
+            await js.stream_info(layout.stream)
             await js.update_stream(config)
-    try:
-        return await js.key_value(layout.bucket)
-    except NotFoundError:
-        return await js.create_key_value(bucket=layout.bucket, history=1, ttl=lease_s,
-                                         storage=api.StorageType.FILE, replicas=replicas)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # created meanwhile by another process
+                await js.update_stream(config)
+        try:
+            return await js.key_value(layout.bucket)
+        except NotFoundError:
+            return await js.create_key_value(bucket=layout.bucket, history=1, ttl=lease_s,
+                                             storage=api.StorageType.FILE, replicas=replicas)
+    except APIError as exc:  # a single server answers 500 "replicas > 1 not supported in non-clustered mode"
+        if replicas == 1 or isinstance(exc, NotFoundError):
+            raise
+        raise ConfigError(f"JetStream refused replicas={replicas} for stream {layout.stream}: {exc.description or exc} "
+                          f"(more than one replica needs a NATS cluster of at least {replicas} servers)") from exc
 
 
 class Publisher:
