@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -236,7 +237,7 @@ JS_GRAPH = """(selector) => {
     return {
         traces: gd.data.length,
         names: gd.data.map(t => t.name),
-        colors: Object.fromEntries(gd.data.map(t => [t.name, (t.line || {}).color])),
+        colors: Object.fromEntries((gd._fullData || []).map(t => [t.name, (t.line || {}).color])),  // as drawn
         yaxes: gd.data.map(t => t.yaxis || 'y'),
         points: xs.reduce((n, x) => n + x.length, 0),
         newest: Math.max(0, ...xs.filter(x => x.length).map(x => x[x.length - 1])),
@@ -275,6 +276,35 @@ JS_SAMPLER = """(selector) => {
         const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
         window.__samples.push([performance.now(), Math.max(0, ...xs.map(x => x[x.length - 1])), prompts[2]]);
     }, 100);
+}"""
+# What a chart shows around its data, as page boxes [left, top, right, bottom]: title, legend (and
+# its entries), our annotations (badge, live/paused cue), y tick labels and the plot areas.
+JS_CHROME = """(gd) => {
+    const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+    const notes = [...gd.querySelectorAll('g.annotation')].map(g => [g.textContent, box(g.querySelector('rect.bg') || g)]);
+    const legend = gd.querySelector('g.legend rect.bg');
+    return {
+        figure: box(gd),
+        title: [...gd.querySelectorAll('text.gtitle')].map(box),
+        legend: legend && gd._fullLayout.showlegend ? box(legend) : null,
+        entries: [...gd.querySelectorAll('g.legend g.traces')].map(g => [g.textContent, box(g)]),
+        traces: gd.data.length,
+        badge: notes.filter(([text]) => text.includes('SIMULATED DATA')).map(([, b]) => b),
+        cue: notes.filter(([text]) => text === '● live' || text.includes('paused')).map(([, b]) => b),
+        yticks: [...gd.querySelectorAll('.yaxislayer-above .ytick text, .yaxislayer-above [class*="ytick"] text')]
+            .filter(e => e.textContent).map(e => [e.textContent, box(e)]),
+        plots: [...gd.querySelectorAll('.nsewdrag')].map(box),
+    };
+}"""
+# The latest-rates table as the user reads it: each cell's text, alignment, wrapping and font.
+JS_TABLE = """(selector) => {
+    const table = document.querySelector(selector);
+    if (!table) return null;
+    const cell = (c) => { const s = getComputedStyle(c); return {text: c.textContent.trim(), align: s.textAlign,
+        font: s.fontFamily, size: parseFloat(s.fontSize), lines: Math.round(c.getBoundingClientRect().height
+        / (parseFloat(s.lineHeight) || 1.2 * parseFloat(s.fontSize)))}; };
+    return {head: [...table.querySelectorAll('thead th')].map(cell),
+            rows: [...table.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(cell))};
 }"""
 DASHBOARD = ".coinrates-dashboard"
 DASHBOARD_PLOT = ".coinrates-dashboard .js-plotly-plot"
@@ -347,6 +377,27 @@ def run_all(page: Page, name: str) -> None:
     page.wait_for_function(JS_KERNEL_IDLE, arg=name, timeout=KERNEL_S * 1000 * SLOW)
 
 
+JS_EXECUTE = """async (code) => {
+    const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    const future = kernel.requestExecute({code, store_history: false});
+    const errors = [];
+    future.onIOPub = (msg) => { if (msg.header.msg_type === 'error') errors.push(msg.content.ename + ': ' + msg.content.evalue); };
+    await future.done;
+    return errors;
+}"""
+
+
+def execute(page: Page, code: str) -> None:
+    """Run ``code`` in the open notebook's kernel, as a user would in a new cell, and wait until it ran.
+
+    Comm messages from the browser and execute requests are handled in order, and the flush at the end makes
+    the kernel send what its handlers wrote to stderr meanwhile: once this returns, the kernel's complaints
+    about anything the page sent before are in :class:`Watch`.
+    """
+    errors = page.evaluate(JS_EXECUTE, f"{code}\nimport sys as _sys\n_sys.stdout.flush(); _sys.stderr.flush()")
+    assert errors == [], errors
+
+
 def graph(page: Page, selector: str) -> dict[str, Any]:
     """The state of the Plotly graph at ``selector`` as the browser has it."""
     state = page.evaluate(JS_GRAPH, selector)
@@ -370,6 +421,57 @@ def assert_dates_of_today(state: dict[str, Any], today: dt.date) -> None:
     assert "1970" not in labels
     if state.get("showticklabels", True):  # shared x axes label only the bottom one
         assert str(today.year) in labels, state
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """True if two page boxes [left, top, right, bottom] share more than a pixel each way."""
+    return min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1
+
+
+def assert_chrome_clear(page: Page, selector: str) -> None:
+    """Every chart at ``selector``: the badge clears the legend, title and cue; every legend entry shows; y ticks sit outside the plot."""
+    charts = page.locator(selector)
+    assert charts.count() > 0, selector
+    for i in range(charts.count()):
+        c = charts.nth(i).evaluate(JS_CHROME)
+        name = f"chart {i} of {selector}"
+        assert len(c["badge"]) == 1, (name, "every chart here shows simulated data: one badge", c)
+        for badge in c["badge"]:
+            for other in [*c["title"], *c["cue"], *([c["legend"]] if c["legend"] else []),
+                          *(b for _, b in c["entries"])]:
+                assert not _overlap(badge, other), (name, "the SIMULATED badge covers", badge, other, c)
+        for cue in c["cue"]:
+            for _, entry in c["entries"]:
+                assert not _overlap(cue, entry), (name, "the live/paused cue covers a legend entry", cue, entry)
+        if c["legend"] is not None:  # every pair has a legend entry, inside the figure
+            assert len(c["entries"]) == c["traces"], (name, c["entries"], c["traces"])
+            assert all(b[0] >= c["figure"][0] - 1 and b[2] <= c["figure"][2] + 1 for _, b in c["entries"]), (name, c)
+        left = min(p[0] for p in c["plots"])
+        inside = [(text, b) for text, b in c["yticks"] if b[2] > left + 1]
+        assert c["yticks"] and not inside, (name, "y tick labels run into the plot", inside)
+
+
+def assert_table_readable(page: Page, selector: str) -> dict[str, int]:
+    """The latest-rates table: ms times, human ages, 6 significant digits, numbers right-aligned under right-aligned
+    headers, one line per cell, the notebook's UI font (not 12 px monospace). Returns each pair's decimals."""
+    table = page.evaluate(JS_TABLE, selector)
+    assert table is not None and table["rows"], selector
+    heads = [h["text"] for h in table["head"]]
+    assert heads[0] == "pair" and heads[1] == "rate" and heads[2].startswith("time (UTC") and heads[3] == "age", heads
+    decimals = {}
+    for row in table["rows"]:
+        pair, rate, clock, age = row
+        assert re.fullmatch(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d\.\d{3}", clock["text"]), clock["text"]
+        assert re.fullmatch(r"\d+ ms|\d\.\d s|\d+ s|\d+ min \d\d s", age["text"]), age["text"]
+        digits = rate["text"].replace(",", "").replace(".", "").lstrip("0")
+        assert re.fullmatch(r"[\d,]+(\.\d+)?", rate["text"]) and len(digits) == 6, rate["text"]
+        decimals[pair["text"].split()[0]] = len(rate["text"].partition(".")[2])
+        for head, cell in zip(table["head"][1:], row[1:], strict=True):
+            assert cell["align"] == "right" and head["align"] == "right", (head, cell)
+        for cell in row:
+            assert cell["lines"] == 1, ("a cell wraps", cell)
+            assert "monospace" not in cell["font"] and cell["size"] >= 13, cell
+    return decimals
 
 
 def save_screenshots(page: Page, tmp_path: Path, name: str) -> Path:
@@ -541,6 +643,15 @@ def test_dashboard_renders_keeps_updating_fills_the_width(run: Run, tmp_path: Pa
                 .map(k => gd._fullLayout[k].title.text); }""")
         assert ohlc_titles == ["USD", "USD"], ohlc_titles
 
+        # Around the data: the badge clears legend, title and cue; each pair has its legend entry; y ticks sit outside.
+        assert_chrome_clear(page, ".jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot")
+
+        # The latest-rates table reads at a glance, and each pair keeps its decimals from one redraw to the next.
+        decimals = assert_table_readable(page, f"{DASHBOARD} table.coinrates-latest")
+        seen = table_text(page)
+        wait_until(lambda: table_text(page) != seen, timeout=30, message="the table stopped updating")
+        assert assert_table_readable(page, f"{DASHBOARD} table.coinrates-latest") == decimals
+
         # The SIMULATED DATA badge is visible in the status bar, and on the chart.
         badge = page.locator(f"{DASHBOARD} .coinrates-simulated")
         badge.wait_for(state="visible", timeout=30_000 * SLOW)
@@ -572,6 +683,7 @@ def test_removing_a_pair_removes_its_line_and_row_and_keeps_the_colours(run: Run
     with shot_on_failure(page, tmp_path, "remove"):
         before = graph(page, DASHBOARD_PLOT)
         assert "BTC/EUR" in before["names"] and "BTC/EUR" in table_pairs(page)
+        assert all(before["colors"].values()), before["colors"]
         chip(page, "BTC/EUR").click()
         after = wait_graph(page, DASHBOARD_PLOT, "!s.names.includes('BTC/EUR')")
         wait_until(lambda: "BTC/EUR" not in table_pairs(page), timeout=30, message="BTC/EUR stayed in the table")
@@ -612,10 +724,11 @@ def test_zoom_pauses_and_double_click_follows_live(run: Run, tmp_path: Path) -> 
             wait_until(lambda seen=seen: table_text(page) != seen, timeout=30, message="the table stopped updating")
         assert graph(page, DASHBOARD_PLOT)["range"] == held  # ... and the user's range stays
         page.mouse.dblclick(box["x"] + box["width"] * 0.5, y)
-        live = wait_graph(page, DASHBOARD_PLOT, "s.annotations.some(a => a.includes('live'))")
+        live = wait_graph(page, DASHBOARD_PLOT, "s.annotations.includes('● live')")  # the paused cue also says "live"
         assert live["range"] != held
-        wait_graph(page, DASHBOARD_PLOT, "Date.parse(s.range[1].replace(' ', 'T') + 'Z') >= s.newest - 2000",
-                   timeout=30)
+        # Following again: rates newer than the held range are drawn, and the x axis ends at the newest of them.
+        wait_graph(page, DASHBOARD_PLOT, "s.newest > Date.parse(arg.replace(' ', 'T') + 'Z') + 5000 && "
+                   "Date.parse(s.range[1].replace(' ', 'T') + 'Z') >= s.newest - 2000", str(held[1]), timeout=30)
 
 
 def test_an_unknown_pair_is_told(run: Run, tmp_path: Path) -> None:
@@ -675,9 +788,17 @@ def test_replay_chart_carries_the_badge_and_the_notebook_ends_visible(run: Run, 
         assert first["title"].endswith("— SIMULATED"), first["title"]
         assert any("SIMULATED DATA" in text for text in first["annotations"]), first["annotations"]
         assert first["points"] > 0, "the replay chart is blank"
+        assert_chrome_clear(replay, selector)
         last = replay.evaluate(f"() => ({JS_GRAPH})('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell:last-child "
                                f".js-plotly-plot')")
         assert last is not None and last["points"] > 0, "the notebook does not end with a visible chart"
+
+        # Closing a chart that is on screen (what 03's last cell used to do) leaves no comm error behind.
+        execute(replay, "chart.close()")
+        replay.wait_for_function(f"(n) => document.querySelectorAll({json.dumps(selector)}).length === n", arg=1,
+                                 timeout=30_000 * SLOW, polling=100)
+        execute(replay, "pass")  # the browser's messages about the removed view have been handled
+        assert run.replay_watch.problems() == [], run.replay_watch.problems()
 
 
 def test_a_minute_of_use_leaves_no_errors_and_no_stale_flag_for_a_removed_pair(run: Run, tmp_path: Path) -> None:
@@ -689,9 +810,14 @@ def test_a_minute_of_use_leaves_no_errors_and_no_stale_flag_for_a_removed_pair(r
         if removed is not None:  # stale_after is 10 s: a removed pair must still not be flagged after it
             wait_until(lambda: time.monotonic() - removed >= 12, timeout=30, interval=0.5)
             assert "BTC/EUR" not in status_text(page), status_text(page)
+        assert_chrome_clear(page, ".jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot")  # XRP/USD added since
+        save_screenshots(page, tmp_path, "02_after_a_minute")
+        # Last, the user closes the dashboard while it is on screen: no comm error either.
+        execute(page, "board.close()")
+        page.locator(DASHBOARD).wait_for(state="detached", timeout=30_000 * SLOW)
+        execute(page, "pass")  # the browser's messages about the removed views have been handled
         problems = run.watch.problems() + [f"[03] {p}" for p in run.replay_watch.problems()]
         assert problems == [], "\n".join(problems)
-        save_screenshots(page, tmp_path, "02_after_a_minute")
 
 
 @pytest.mark.parametrize("mode", ["thread", "loop"])
