@@ -698,7 +698,14 @@ def test_closing_a_chart_stops_view_counting_and_swallows_late_messages(closing:
     fig = cr.live_chart(source)
     manager = KernelStandIn()
     comm = fig.comm
-    comm.kernel = type("Kernel", (), {"comm_manager": manager})()
+    try:
+        comm.kernel = type("Kernel", (), {"comm_manager": manager})()
+    except Exception:  # noqa: BLE001 - ipykernel's own Comm (ipywidgets < 8.1) types its kernel trait
+        from ipykernel.kernelbase import Kernel
+
+        kernel = Kernel()  # unstarted: no sockets, not the singleton
+        kernel.comm_manager = manager
+        comm.kernel = kernel
     spy = CommSpy(fig)
     comm_id = comm.comm_id
     fig._view_count = 1
