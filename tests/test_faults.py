@@ -147,6 +147,8 @@ def test_repeated_drops_reconnect_resubscribe_and_lose_nothing_read(make_simulat
     sim.drop_every(None)
     wait_until(lambda: rates.status.state == "connected" and rates.status.reconnects == sim.dropped
                and sim.connections == 1, timeout=20)
+    wait_until(lambda: len([h for h in sim.hellos if isinstance(h, Hello)]) == sim.total_connections, timeout=10,
+               message="a connection's hello never reached the server")  # 'connected' is before the server read it
     status = rates.status
     assert status.connections == sim.total_connections == sim.dropped + 1
     assert rates.running and status.last_error is not None and "connection closed" in status.last_error
