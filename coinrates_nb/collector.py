@@ -9,7 +9,6 @@ applied it.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import os
@@ -67,7 +66,6 @@ def each(fn: Callable[[ExchangeRate, int], None]) -> Listener:
 
 
 _REGISTRY: weakref.WeakValueDictionary[Hashable, Collector] = weakref.WeakValueDictionary()
-_ALL: weakref.WeakSet[Collector] = weakref.WeakSet()
 
 
 class Collector(FrameViews, BackgroundThread):
@@ -136,7 +134,7 @@ class Collector(FrameViews, BackgroundThread):
         self._active_settings = settings
         self._billed = True
         """Whether CoinAPI bills the rates this collector's session delivers (not a hub consumer's: the hub pays)."""
-        _ALL.add(self)
+        self._stop_at_exit()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -703,11 +701,3 @@ def stream(
     close_on_rerun(collector, Collector.stop)
     return collector
 
-
-@atexit.register
-def _stop_all() -> None:
-    for collector in list(_ALL):
-        try:
-            collector.stop(timeout=2.0)
-        except Exception:  # noqa: BLE001 - interpreter exit
-            pass

@@ -37,7 +37,6 @@ file-backed JetStream, and stops it in :meth:`Hub.stop`.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import logging
@@ -120,6 +119,9 @@ class Hub(BackgroundThread):
         options: collector settings (``stale_after=``, ``update_limit_ms=``, ...), as for ``stream``.
     """
 
+    EXIT_ORDER = 0  # before its own upstream collector
+    EXIT_TIMEOUT = 5.0
+
     def __init__(
         self,
         pairs: str | Iterable[str] | None = ("BTC/USD", "ETH/USD", "BTC/EUR"),
@@ -171,7 +173,7 @@ class Hub(BackgroundThread):
         self._nats_url: str | None = self._nats_arg
         self._state = "idle"
         self._reset_counters()
-        _ALL.add(self)
+        self._stop_at_exit()
 
     _js: JetStreamContext
     _kv: KeyValue
@@ -673,12 +675,3 @@ def hub(
     close_on_rerun(made, Hub.stop)
     return made.start() if start else made
 
-
-_ALL: weakref.WeakSet[Hub] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for made in list(_ALL):
-        with contextlib.suppress(Exception):
-            made.stop(timeout=5.0)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
@@ -40,12 +38,15 @@ class SyncRestClient(BackgroundThread):
     Arguments are :class:`RestClient`'s. Interrupting a call (Ctrl-C) cancels its request.
     """
 
+    EXIT_ORDER = 3
+    EXIT_TIMEOUT = 2.0
+
     def __init__(self, base_url: str, api_key: SecretKey | str | None = None, **options: Any) -> None:
         self.client = RestClient(base_url, api_key, **options)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        _SYNC_CLIENTS.add(self)
+        self._stop_at_exit()
 
     def start(self) -> SyncRestClient:
         """Start the loop thread; idempotent."""
@@ -159,15 +160,3 @@ class SyncRestClient(BackgroundThread):
     def __repr__(self) -> str:
         return repr(self.client).replace("<RestClient", "<SyncRestClient", 1)
 
-
-_SYNC_CLIENTS: weakref.WeakSet[SyncRestClient] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Close every sync client's session at interpreter exit (no "Unclosed client session" warnings)."""
-    for client in list(_SYNC_CLIENTS):
-        try:
-            client.stop(timeout=2.0)
-        except Exception:  # noqa: BLE001 - interpreter exit
-            pass

@@ -28,12 +28,10 @@ as a target; copy finished files there instead.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,7 +120,6 @@ class RecorderStatus:
 # --------------------------------------------------------------------------- the recorder
 
 
-_RECORDERS: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
 class Recorder(BackgroundThread):
@@ -154,6 +151,9 @@ class Recorder(BackgroundThread):
         ConfigError: If a limit is not positive or the codec is unknown.
         RecordingError: If ``path`` cannot be created.
     """
+
+    EXIT_ORDER = 2  # flushed after the sources stopped
+    EXIT_TIMEOUT = 5.0
 
     def __init__(
         self,
@@ -225,7 +225,7 @@ class Recorder(BackgroundThread):
         except OSError as exc:
             raise RecordingError(f"cannot create the recording directory {self.path}: {exc}") from exc
         _parts.sweep_temp(self.path)
-        _RECORDERS.add(self)
+        self._stop_at_exit()
         if start:
             self.start()
 
@@ -534,12 +534,3 @@ def record(source: RateSource, path: str | os.PathLike[str], **options: Any) -> 
     """
     return Recorder(source, path, **options)
 
-
-@atexit.register
-def _flush_all() -> None:
-    """Interpreter exit: flush every live recorder, so only a hard crash can lose a batch."""
-    for recorder in list(_RECORDERS):
-        try:
-            recorder.stop(timeout=5.0)
-        except Exception:  # noqa: BLE001 - interpreter exit: log and go on with the others
-            logger.exception("could not flush %r at exit", recorder)

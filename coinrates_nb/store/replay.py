@@ -10,12 +10,10 @@ same frame, at any speed.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -52,7 +50,6 @@ _MAX_IDLE_WAIT: Final = 0.25
 _RESUME_WAIT: Final = 10.0
 """Longest ``start()`` waits for the thread of an earlier ``stop()`` to leave."""
 
-_REPLAYS: weakref.WeakSet[Replay] = weakref.WeakSet()
 
 
 class Replay(FrameViews, BackgroundThread):
@@ -142,7 +139,7 @@ class Replay(FrameViews, BackgroundThread):
         self._thread: threading.Thread | None = None
         self._stopping: threading.Thread | None = None  # a thread stop() signalled and may still be joining
         self._bar: Tqdm | None = None
-        _REPLAYS.add(self)
+        self._stop_at_exit()
         if start:
             self.start()
 
@@ -526,12 +523,3 @@ def replay(
     return Replay(data, speed=speed, start=start, since=since, until=until, pairs=pairs, window=window,
                   max_rows=max_rows, progress=progress, **options)
 
-
-@atexit.register
-def _stop_all() -> None:
-    """Interpreter exit: stop every replay thread before the interpreter tears down."""
-    for replay_ in list(_REPLAYS):
-        try:
-            replay_.stop(timeout=2.0)
-        except Exception:  # noqa: BLE001 - interpreter exit
-            logger.debug("could not stop %r at exit", replay_, exc_info=True)
