@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -54,3 +55,17 @@ def test_notebook_runs_top_to_bottom(path: Path, kernel_env: dict[str, str], tmp
     assert not any("Traceback" in text for text in stderr), stderr
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code_cells)
+    if path.name == "01_quickstart.ipynb":
+        assert_status_readable(nb)
+
+
+def assert_status_readable(nb: nbformat.NotebookNode) -> None:
+    """Notebook 01 shows ``rates.status`` as the readable card: lag and uptime in human units, never ``0 days ...``."""
+    cards = [out["data"]["text/html"] for cell in nb.cells if cell.cell_type == "code"
+             and cell.source.strip().endswith("rates.status") for out in cell.outputs
+             if out.get("output_type") == "execute_result" and "text/html" in out.get("data", {})]
+    assert len(cards) == 1, "rates.status is not shown as HTML"
+    card = cards[0]
+    assert 'class="coinrates-status-card"' in card and "0 days" not in card, card
+    assert re.search(r">lag</th><td[^>]*>(\d+ ms|\d\.\d s)</td>", card), card
+    assert re.search(r">throughput</th><td[^>]*>[\d,.]+ msgs/s", card), card
