@@ -23,6 +23,7 @@ import pandas as pd
 
 from ._cells import close_on_rerun
 from ._inputs import filter_items, span_ns
+from ._listeners import Listener, Listeners
 from ._loop import close_loop, run_on
 from ._secrets import redact_url
 from ._threads import BackgroundThread
@@ -46,9 +47,6 @@ __all__ = ["Collector", "Listener", "each", "stream"]
 
 logger = logging.getLogger("coinrates_nb.collector")
 
-Listener = Callable[[RateBatch, int], None]
-"""Called on the collector thread with each batch of stored updates (columns) and their receive time (ns)."""
-
 
 def each(fn: Callable[[ExchangeRate, int], None]) -> Listener:
     """Adapt ``fn(update, received_ns)``, called once per stored update, into a :data:`Listener`.
@@ -68,7 +66,7 @@ def each(fn: Callable[[ExchangeRate, int], None]) -> Listener:
 _REGISTRY: weakref.WeakValueDictionary[Hashable, Collector] = weakref.WeakValueDictionary()
 
 
-class Collector(FrameViews, BackgroundThread):
+class Collector(FrameViews, Listeners, BackgroundThread):
     """Streams exchange rates into a :class:`~coinrates_nb.frame.RollingFrame` from a background thread.
 
     Use :func:`stream` to create one. Reads (``df``, ``latest()``, ``status``) are safe from any
@@ -115,7 +113,6 @@ class Collector(FrameViews, BackgroundThread):
         )
         self.frame = RollingFrame(max_rows=max_rows, window=window)
         self.telemetry = Telemetry()
-        self._listeners: list[Listener] = []
         self._recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
         """Recorders made by :meth:`record`, so ``status`` can show a failing one (a full disk)."""
         self._gaps: list[dict[str, Any]] = []
@@ -290,20 +287,12 @@ class Collector(FrameViews, BackgroundThread):
             self.telemetry.count_rates(len(rates), received_ns)
         with self._state_lock:
             self._track(rates)
-        for listener in self._listeners:
-            try:
-                listener(rates, received_ns)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                logger.exception("rate listener %r failed", listener)
+        self._notify(rates, received_ns)
 
     def _store_history(self, rates: RateBatch, received_ns: int) -> None:
         """Store rows from REST (history, healed): into the frame and to listeners; live freshness is untouched."""
         self.frame.extend(rates, received_ns)
-        for listener in self._listeners:
-            try:
-                listener(rates, received_ns)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop the stream
-                logger.exception("rate listener %r failed", listener)
+        self._notify(rates, received_ns)
 
     def _healed(self, gap: dict[str, Any]) -> None:
         logger.info("gap %s %s: %s", gap["pair"], "healed" if gap["heal"] == "healed" else "not healed", gap["heal"])
@@ -347,22 +336,6 @@ class Collector(FrameViews, BackgroundThread):
         with self._state_lock:
             for pair, last in self._last_seen.items():
                 self._open_gaps.setdefault(pair, last)
-
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(batch, received_ns)`` on the collector thread for every batch of stored updates.
-
-        The batch is columns (:class:`~coinrates_nb.messages.RateBatch`); wrap a per-update
-        function with :func:`each`. Returns a function that removes the listener. Keep it cheap:
-        it runs on the receiving thread.
-        """
-        # Copy-on-write: the collector thread iterates the list it loaded, so adding or removing
-        # a listener from another thread never makes it skip or repeat one for a batch.
-        self._listeners = [*self._listeners, listener]
-
-        def remove() -> None:
-            self._listeners = [fn for fn in self._listeners if fn is not listener]
-
-        return remove
 
     def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
         """Append every update from now on to a hive-partitioned Parquet dataset at ``path``.

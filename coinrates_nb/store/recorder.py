@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pyarrow as pa
 
+from .._listeners import Listener
 from .._threads import BackgroundThread
 from ..batch import RateBatch
 from ..exceptions import ConfigError, RecordingError
@@ -52,8 +53,8 @@ __all__ = ["RateListener", "RateSource", "Recorder", "RecorderStatus", "record"]
 
 logger = logging.getLogger("coinrates_nb.store")
 
-RateListener = Callable[[RateBatch, int], None]
-"""Called with each batch of stored updates (columns) and their receive time (ns)."""
+RateListener = Listener
+"""Called with each batch of stored updates (columns) and their receive time (ns): the sources' one listener type."""
 
 _TRIM_INTERVAL = 0.05
 """Shortest pause between two backlog trims while writes fail (seconds)."""

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,6 +24,7 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from .._badge import simulated_html
 from .._inputs import filter_items, pair_list, span_ns, utc
+from .._listeners import Listeners
 from .._threads import BackgroundThread
 from .._types import State, TimeNs
 from .._views import FrameViews
@@ -34,7 +35,7 @@ from ..protocol import Scope
 from ..status import Status
 from ._timeline import Timeline, select
 from .dataset import _matches, load
-from .recorder import RateListener, Recorder
+from .recorder import Recorder
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm as Tqdm
@@ -52,7 +53,7 @@ _RESUME_WAIT: Final = 10.0
 
 
 
-class Replay(FrameViews, BackgroundThread):
+class Replay(FrameViews, Listeners, BackgroundThread):
     """A recording played back into a :class:`~coinrates_nb.frame.RollingFrame` on a daemon thread.
 
     It quacks like a :class:`~coinrates_nb.Collector`: ``frame``, ``df``, ``latest()``,
@@ -124,7 +125,6 @@ class Replay(FrameViews, BackgroundThread):
         """Set once every row has been played (not when merely stopped)."""
         self._scope = Scope(self._timeline.pair_names)
         self._mask = np.ones(len(self._timeline.pair_names), dtype=bool)
-        self._listeners: list[RateListener] = []
         self._pos = 0
         self._stored = 0
         self._state: State = "idle"
@@ -312,19 +312,12 @@ class Replay(FrameViews, BackgroundThread):
     def _store(self, rates: RateBatch, received: npt.NDArray[np.int64]) -> None:
         """One ``frame.extend`` of rows of one origin, then the listeners, one batch per receive time."""
         self.frame.extend(rates, received)
-        listeners = self._listeners
-        if not listeners:
+        if not self._listeners:
             return
         n = len(rates)
         bounds = [0, *(np.flatnonzero(np.diff(received)) + 1).tolist(), n]
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            part = rates if hi - lo == n else rates.take(slice(lo, hi))
-            rns = int(received[lo])
-            for listener in listeners:
-                try:
-                    listener(part, rns)
-                except Exception:  # noqa: BLE001 - a broken listener must not stop the replay
-                    logger.exception("rate listener %r failed", listener)
+            self._notify(rates if hi - lo == n else rates.take(slice(lo, hi)), int(received[lo]))
 
     def _finish(self) -> None:
         """Mark the replay done and close the progress bar."""
@@ -374,20 +367,6 @@ class Replay(FrameViews, BackgroundThread):
     def pairs(self) -> tuple[str, ...] | None:
         """The current scope; it starts as every pair in the recording."""
         return self._scope.items
-
-    def add_listener(self, listener: RateListener) -> Callable[[], None]:
-        """Call ``listener(batch, received_ns)`` on the replay thread for each played batch, as a collector does.
-
-        The batch is columns (:class:`~coinrates_nb.batch.RateBatch`), one per run of equal
-        receive times; wrap a per-update function with :func:`coinrates_nb.collector.each`.
-        Returns its remover. With a listener, ``replay.record(path)`` re-records a replay.
-        """
-        self._listeners = [*self._listeners, listener]
-
-        def remove() -> None:
-            self._listeners = [fn for fn in self._listeners if fn is not listener]
-
-        return remove
 
     def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
         """Record what this replay plays to another dataset (e.g. a filtered or sped-up copy)."""
