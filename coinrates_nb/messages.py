@@ -381,7 +381,7 @@ def exchange_rate(base: str, quote: str, rate_type: str, time_text: str, rate: f
     """Validate decoded ``exrate`` fields into an :class:`ExchangeRate`; shared by every decoder path."""
     _check_asset(base, "asset_id_base", data)
     _check_asset(quote, "asset_id_quote", data)
-    if not (0.0 < rate <= MAX_RATE) or math.isnan(rate):
+    if not 0.0 < rate <= MAX_RATE:  # NaN fails it too
         raise MessageError(f"rate must be positive and finite, got {rate!r}", field="rate", payload=data, kind="bad_rate")
     time_ns = parse_time(time_text)
     if not (MIN_TIME_NS < time_ns <= MAX_TIME_NS):

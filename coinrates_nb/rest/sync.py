@@ -66,8 +66,7 @@ class SyncRestClient(BackgroundThread):
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
         try:
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_default_executor())  # the threads that parsed big pages end too
+            loop.run_forever()  # close_loop (below) ends the executor threads that parsed big pages
         except BaseException:  # noqa: BLE001 - top of the thread
             logger.error("REST client loop failed", exc_info=True)
         finally:

@@ -94,8 +94,6 @@ logger = logging.getLogger("coinrates_nb.sim")
 FIRST_MESSAGE_ERROR: Final = "The first message must be hello or subscribe"
 """Wording UNCONFIRMED (§4.4): sent when a connection opens with ``unsubscribe`` (§3.1)."""
 
-"""Handshake response header naming the simulator's version: the data behind it is simulated."""
-
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 
