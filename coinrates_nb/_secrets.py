@@ -12,16 +12,20 @@ import hmac
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
 
-__all__ = ["PATH_KEY", "SECURE", "RedactingLogger", "SecretKey", "redact", "redact_url", "split_url_key"]
+__all__ = ["ENV_KEY", "PATH_KEY", "SECURE", "RedactingLogger", "SecretKey", "resolve_key", "redact", "redact_url", "split_url_key"]
 
 SECURE: Final = "[secure]"
 """What a secret looks like wherever it would be shown."""
+
+
+ENV_KEY: Final = "COINAPI_KEY"
+"""The environment variable a key is read from when none is given."""
 
 
 class SecretKey:
@@ -74,6 +78,28 @@ class SecretKey:
     def __reduce__(self) -> tuple[type[SecretKey], tuple[str]]:
         """Pickle as ``SecretKey(value)``: the key travels (see the class docstring), its repr does not."""
         return SecretKey, (self._value,)
+
+
+def resolve_key(api_key: object, env: Mapping[str, str] | None = None) -> SecretKey | None:
+    """The key to use: ``api_key`` (a string or :class:`SecretKey`) or, when it is ``None`` and ``env``
+    is given, ``COINAPI_KEY`` from it; ``None`` when there is neither.
+
+    Raises:
+        ConfigError: If the key is not a string, or not a valid key (the message never echoes it).
+    """
+    if isinstance(api_key, SecretKey):
+        return api_key
+    if api_key is not None:
+        if not isinstance(api_key, str):
+            raise ConfigError(f"api_key must be a string or SecretKey, not {type(api_key).__name__}")
+        return SecretKey(api_key)
+    raw = "" if env is None else env.get(ENV_KEY, "").strip()
+    if not raw:
+        return None
+    try:
+        return SecretKey(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{ENV_KEY}: {exc}") from None
 
 
 _KEY_CHAR: Final = re.compile(r"[\x21-\x7e]")

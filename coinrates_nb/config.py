@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 
 from ._inputs import span_ns
-from ._secrets import SecretKey, redact_url, split_url_key
+from ._secrets import ENV_KEY, SecretKey, redact_url, resolve_key, split_url_key
 from .exceptions import ConfigError
 
 __all__ = ["COINAPI_URL", "COMPRESSIONS", "ENV_KEY", "Settings", "is_loopback", "key_allowed"]
@@ -41,7 +41,6 @@ COINAPI_URL = "wss://api-realtime.exrates.coinapi.io/"
 SIMULATOR_HEADER = "X-Coinrates-Simulator"
 """Handshake response header by which coinrates_nb's own simulator identifies itself (its data is simulated)."""
 
-ENV_KEY = "COINAPI_KEY"
 """Environment variable read for the API key."""
 
 COMPRESSIONS: Final = (None, "deflate")
@@ -380,16 +379,7 @@ class Settings:
                 if given is not None and isinstance(given, str) and given.strip() != url_key:
                     raise ConfigError("two different API keys: one in the URL, one as api_key")
                 api_key = url_key
-        if api_key is None and not simulated:
-            raw = env.get(ENV_KEY, "").strip()
-            if raw:
-                try:
-                    api_key = SecretKey(raw)
-                except ConfigError as exc:
-                    raise ConfigError(f"{ENV_KEY}: {exc}") from None
-        if api_key is not None and not isinstance(api_key, (str, SecretKey)):
-            raise ConfigError(f"api_key must be a string or SecretKey, not {type(api_key).__name__}")
-        key = api_key if isinstance(api_key, SecretKey) or api_key is None else SecretKey(api_key)
+        key = resolve_key(api_key, None if simulated else env)
         if simulated is None:
             simulated = url is None and key is None
         if simulated and url is None:

@@ -43,9 +43,8 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from ._inputs import pair_list, utc_ns
-from ._secrets import SecretKey
+from ._secrets import SecretKey, resolve_key
 from ._types import Pair, split_pair
-from .config import ENV_KEY
 from .exceptions import ConfigError, RecordingError
 from .rest import (
     COINAPI_HISTORY_URL,
@@ -504,17 +503,7 @@ def history(
 
 
 def _key(api_key: str | SecretKey | None) -> SecretKey | None:
-    if api_key is not None:
-        if not isinstance(api_key, (str, SecretKey)):
-            raise ConfigError(f"api_key must be a string or SecretKey, not {type(api_key).__name__}")
-        return api_key if isinstance(api_key, SecretKey) else SecretKey(api_key)
-    raw = os.environ.get(ENV_KEY, "").strip()
-    if not raw:
-        return None
-    try:
-        return SecretKey(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{ENV_KEY}: {exc}") from None
+    return resolve_key(api_key, os.environ)
 
 
 def _client(base_url: str | None, key: SecretKey | None) -> SyncRestClient:

@@ -108,3 +108,18 @@ def test_redacting_logger_hides_user_info(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.DEBUG, logger="coinrates_nb.test.secrets"):
         log.debug("opening %s", f"wss://user:{MARKER}@h/")
     assert caplog.records and MARKER not in caplog.text and "[secure]@h/" in caplog.text
+
+
+def test_resolve_key_is_the_one_rule_for_keys() -> None:
+    """A string or SecretKey, else COINAPI_KEY from the given environment; wrong types and bad keys are ConfigError."""
+    from coinrates_nb._secrets import SecretKey, resolve_key
+
+    key = SecretKey("A" * 36)
+    assert resolve_key(key) is key and resolve_key(" " + "B" * 36 + " ") == SecretKey("B" * 36)
+    assert resolve_key(None) is None and resolve_key(None, {}) is None
+    assert resolve_key(None, {"COINAPI_KEY": "C" * 36}) == SecretKey("C" * 36)
+    with pytest.raises(ConfigError, match="api_key must be a string"):
+        resolve_key(1234)
+    with pytest.raises(ConfigError, match="COINAPI_KEY: the API key contains") as err:
+        resolve_key(None, {"COINAPI_KEY": "D" * 10 + "\u200b" + "D" * 10})
+    assert "D" * 10 not in str(err.value)

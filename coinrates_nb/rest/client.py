@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from .._inputs import filter_items
-from .._secrets import SecretKey, redact, redact_url, split_url_key
+from .._secrets import SecretKey, redact, redact_url, resolve_key, split_url_key
 from .._types import AssetId, TimeNs
 from ..config import SIMULATOR_HEADER, is_loopback
 from ..exceptions import (
@@ -110,9 +110,7 @@ class RestClient:
         if not isinstance(base_url, str):
             raise ConfigError(f"base_url must be a string like 'https://host', not {type(base_url).__name__}")
         url, url_key = split_url_key(base_url.strip())
-        key = api_key if isinstance(api_key, SecretKey) or api_key is None else SecretKey(api_key)
-        if api_key is not None and not isinstance(api_key, (str, SecretKey)):
-            raise ConfigError(f"api_key must be a string or SecretKey, not {type(api_key).__name__}")
+        key = resolve_key(api_key)
         if url_key is not None:
             if key is not None and key != SecretKey(url_key):
                 raise ConfigError("two different API keys: one in the URL, one as api_key")
