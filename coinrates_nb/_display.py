@@ -383,6 +383,7 @@ def status_line(status: Any, *, scope: Sequence[str] | None = None) -> str:
         f"{status.rates:,} msgs",
         f"{status.rows:,} rows",
         f"{n_pairs} pairs",
+        *cost_facts(status),
     ]
     parts.append(f'<span class="coinrates-facts">{escape(" · ".join(facts))}</span>')
     stale = scoped(status.stale_pairs, scope)
@@ -393,6 +394,20 @@ def status_line(status: Any, *, scope: Sequence[str] | None = None) -> str:
         parts.append(f'<span class="coinrates-last-error" style="color:{_ERROR};margin-left:6px">'
                      f'last error: {escape(status.last_error[:300])}</span>')
     return f'<div class="coinrates-status" style="{_FONT}">{"".join(parts)}</div>'
+
+
+def cost_facts(status: Any) -> list[str]:
+    """What today costs, as CoinAPI bills it: rates received over the WebSocket, REST credits; a hub consumer's upstream."""
+    facts = []
+    upstream = getattr(status, "upstream", None)
+    if upstream is not None:  # a hub consumer pays nothing; the hub's link is what matters
+        facts.append(f"hub upstream {upstream.get('state', 'unknown')}, {int(upstream.get('rates_billed') or 0):,} "
+                     "rates billed to the hub")
+    elif not getattr(status, "replay", False):  # a replay bills nothing
+        facts.append(f"{int(getattr(status, 'rates_today', 0)):,} rates billed today")
+    if getattr(status, "rest_requests", 0):
+        facts.append(f"REST {int(status.rest_credits_today):,} credits today")
+    return facts
 
 
 def _row(label: str, value: str, color: str | None = None) -> str:
@@ -417,6 +432,9 @@ def status_html(status: Any) -> str:
                             f"{'s' if status.reconnects != 1 else ''}"),
         _row("uptime", format_age(status.uptime_s)),
     ]
+    cost = cost_facts(status)
+    if cost:
+        rows.append(_row("cost", " · ".join(cost)))
     stale = scoped(status.stale_pairs, status.scope)
     if stale:
         rows.append(_row("stale", ", ".join(stale), _STALE))

@@ -25,6 +25,7 @@ from coinrates_nb._display import (
     status_line,
 )
 from coinrates_nb.frame import RollingFrame
+from coinrates_nb.sim import Simulator
 from tests.helpers import put
 from tests.test_refresh import make_status
 
@@ -140,3 +141,18 @@ def test_numbers_in_other_columns_are_formatted_too() -> None:
                          index=pd.Index(["EUR/USD"], name="pair"))
     html = LatestTable(frame)._repr_html_()
     assert "12,345" in html and ">yes<" in html and ">x<" in html
+
+
+def test_the_status_bar_and_card_show_what_today_costs(simulator: Simulator) -> None:
+    """Rates billed today and REST credits (the cost CoinAPI bills) are in the dashboard's status bar and the card."""
+    import coinrates_nb as cr
+    from coinrates_nb._display import status_html, status_line
+    from tests.helpers import wait_until
+
+    with cr.stream(["BTC/USD"], url=simulator.url, window="1min", history=True) as rates:
+        wait_until(lambda: rates.status.rates_today > 0 and rates.status.rest_credits_today > 0, timeout=20)
+        s = rates.status
+        line, card = status_line(s), status_html(s)
+        for text in (line, card):
+            assert f"{s.rates_today:,} rates billed today" in text
+            assert f"REST {s.rest_credits_today:,} credits today" in text
