@@ -35,6 +35,8 @@ ORDER = ("bench_parse.py", "bench_ingest.py", "bench_frame.py", "bench_refresh.p
 """Scripts in the order their figures appear in the issue; any other bench_*.py runs after them."""
 
 TIMEOUT = {"full": 420.0, "quick": 150.0}
+SLOW_START = {"bench_browser.py": 2.0}
+"""Scripts that start servers first (JupyterLab, Chromium): their timeouts are this many times longer."""
 """Seconds one script may take before it counts as crashed."""
 
 
@@ -52,7 +54,7 @@ def run(script: Path, quick: bool, results: Path) -> tuple[str, float]:
     began = time.perf_counter()
     try:
         done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=HERE.parent,
-                              timeout=TIMEOUT["quick" if quick else "full"])
+                              timeout=TIMEOUT["quick" if quick else "full"] * SLOW_START.get(script.name, 1.0))
     except subprocess.TimeoutExpired:
         return "crashed (timeout)", time.perf_counter() - began
     seconds = time.perf_counter() - began
