@@ -358,6 +358,22 @@ class LatestTable(pd.DataFrame):  # type: ignore[misc]  # pandas is untyped here
 # --------------------------------------------------------------------------------------- status
 
 
+class LatestFrame(pd.DataFrame):  # type: ignore[misc, unused-ignore]  # pandas is untyped here
+    """What ``latest()`` returns: a plain DataFrame (full precision, every pandas operation) that a
+    notebook shows as the dashboard's table (ms times, human ages, per-pair decimals).
+
+    Only the display differs: anything derived from it (a selection, arithmetic) is a plain
+    ``DataFrame``.
+    """
+
+    @property
+    def _constructor(self) -> Any:
+        return pd.DataFrame
+
+    def _repr_html_(self) -> str:
+        return latest_html(self)
+
+
 def _lag(status: Any) -> str:
     return "n/a" if status.lag_ms is None else format_age(status.lag_ms / 1000)
 
@@ -406,7 +422,8 @@ def cost_facts(status: Any) -> list[str]:
     elif not getattr(status, "replay", False):  # a replay bills nothing
         facts.append(f"{int(getattr(status, 'rates_today', 0)):,} rates billed today")
     if getattr(status, "rest_requests", 0):
-        facts.append(f"REST {int(status.rest_credits_today):,} credits today")
+        credits = int(status.rest_credits_today)
+        facts.append(f"REST {credits:,} credit{'' if credits == 1 else 's'} today")
     return facts
 
 

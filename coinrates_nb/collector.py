@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ._cells import close_on_rerun
+from ._display import LatestFrame
 from ._inputs import filter_items, span_ns
 from ._listeners import Listener, Listeners
 from ._loop import close_loop, run_on
@@ -438,8 +439,8 @@ class Collector(FrameViews, Listeners, BackgroundThread):
     # ------------------------------------------------------------------ reads (any thread)
 
     def latest(self) -> pd.DataFrame:
-        """One row per pair: newest rate, its time and its age."""
-        return self.frame.latest(now_ns=time.time_ns())
+        """One row per pair: newest rate, its time and its age (a notebook shows it as a readable table)."""
+        return LatestFrame(self.frame.latest(now_ns=time.time_ns()))
 
     @property
     def gaps(self) -> pd.DataFrame:

@@ -155,4 +155,19 @@ def test_the_status_bar_and_card_show_what_today_costs(simulator: Simulator) -> 
         line, card = status_line(s), status_html(s)
         for text in (line, card):
             assert f"{s.rates_today:,} rates billed today" in text
-            assert f"REST {s.rest_credits_today:,} credits today" in text
+            credits = s.rest_credits_today
+            assert f"REST {credits:,} credit{'' if credits == 1 else 's'} today" in text
+
+
+def test_latest_is_a_plain_dataframe_shown_as_a_readable_table(simulator: Simulator) -> None:
+    """latest() keeps full precision as a DataFrame; its notebook display has ms times and human ages."""
+    import coinrates_nb as cr
+
+    with cr.stream(["BTC/USD", "ETH/USD"], url=simulator.url) as rates:
+        rates.wait(timeout=20, rows=3)
+        latest = rates.latest()
+    assert isinstance(latest, pd.DataFrame) and latest["age"].dtype.kind == "m"
+    assert type(latest[["rate"]]) is pd.DataFrame  # what is derived from it is plain pandas
+    html = latest._repr_html_()
+    assert "coinrates-latest" in html and "0 days" not in html and "+00:00" not in html
+    assert re.search(r">\d+ ms<|>\d+(\.\d)? s<", html), html[:500]

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from .._badge import simulated_html
+from .._display import LatestFrame
 from .._inputs import filter_items, pair_list, span_ns, utc
 from .._listeners import Listeners
 from .._threads import BackgroundThread
@@ -388,8 +389,8 @@ class Replay(FrameViews, Listeners, BackgroundThread):
         return max(last, min(int(rec0 + (time.perf_counter_ns() - wall0) * self.speed), int(t.received[-1])))
 
     def latest(self) -> pd.DataFrame:
-        """One row per pair: newest rate, its time and its age on the replay clock."""
-        return self.frame.latest(now_ns=self.now_ns)
+        """One row per pair: newest rate, its time and its age on the replay clock (shown as a readable table)."""
+        return LatestFrame(self.frame.latest(now_ns=self.now_ns))
 
     @property
     def gaps(self) -> pd.DataFrame:
