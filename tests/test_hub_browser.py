@@ -4,8 +4,12 @@ A module fixture runs the simulator, a real nats-server (127.0.0.1, free port, J
 folder) and a hub on them, then Voilà (``coinrates_nb.hub.serve_dashboard``: 127.0.0.1, a free port
 found by binding port 0 first, since Voilà cannot listen on port 0) over a temp copy of
 ``notebooks/05_desk_dashboard.ipynb`` with ``COINRATES_NATS_URL`` pointing at the hub. Three
-browser contexts open the page; every Plotly chart on each must grow by itself while the
-simulator saw exactly one connection. Screenshots go to ``test-output/browser/``.
+browser contexts open the page; every Plotly chart on each (the dashboard's, a performance chart
+and candles: three per page) must grow by itself, on every page, while the simulator saw exactly
+one connection. Voilà creates all of a page's widget models at once; before LiveFigure loaded
+plotly's front end once per page, about one page in two had a chart frozen on its first picture
+(``coinrates_nb/ui/_figure.py``): each chart growing on each of three pages is what guards that.
+Screenshots go to ``test-output/browser/``.
 """
 
 from __future__ import annotations
@@ -119,9 +123,13 @@ def graphs(page: Page) -> list[dict[str, Any]]:
     return page.evaluate(JS_GRAPHS)  # type: ignore[no-any-return]
 
 
-RENDERED = ("() => { const g = [...document.querySelectorAll('.js-plotly-plot')];"
-            " return g.length >= 1 && g.every(gd => gd.data && gd.data.length >= 3"
+CHARTS = 3
+"""Charts on the desk dashboard: the dashboard's own (a row per pair), the performance chart and the candles."""
+
+RENDERED = (f"() => {{ const g = [...document.querySelectorAll('.js-plotly-plot')];"
+            f" return g.length === {CHARTS} && g.every(gd => gd.data && gd.data.length >= {len(PAIRS)}"
             " && gd.data.every(t => (t.x || []).length > 0)); }")
+"""Every chart is on the page with a line (or candles) for every pair, each with data."""
 GROWN = (f"(before) => {{ const now = ({JS_GRAPHS})(); return now.length === before.length"
          " && now.every((g, i) => g.points > 0 && g.newest > before[i].newest) && now; }")
 """Every chart drew newer updates (its window slides: after two minutes the point count stays level)."""
@@ -140,13 +148,18 @@ def test_three_viewers_one_upstream_connection_all_charts_grow(desk: Desk, brows
     contexts = [browser.new_context(viewport={"width": 1300, "height": 1600}) for _ in range(VIEWERS)]
     try:
         pages = []
+        problems: list[str] = []
         for context in contexts:  # one viewer at a time: each page's own kernel runs the notebook
             page = context.new_page()
+            page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
+            page.on("console", lambda msg: problems.append(f"console: {msg.text}")
+                    if msg.type == "error" and any(w in msg.text for w in ("anywidget", "coinrates", "plotly")) else None)
             pages.append(page)
             page.goto(desk.url, timeout=START_S * 1000)
             page.wait_for_function(RENDERED, timeout=RENDER_S * 1000)
             before, after = wait_grown(page)
-            assert len(after) == len(before) >= 1, (before, after)
+            assert len(after) == len(before) == CHARTS, (before, after)
+            assert all(g["traces"] >= len(PAIRS) for g in after), after
             assert all(a["points"] > 0 and a["newest"] > b["newest"] for b, a in zip(before, after, strict=True)), \
                 (before, after)
             text = page.inner_text("body")
@@ -171,6 +184,7 @@ def test_three_viewers_one_upstream_connection_all_charts_grow(desk: Desk, brows
              "simulator_connections": desk.sim.total_connections, "hub_consumers": desk.hub.status.consumers,
              "all_charts_still_growing_per_viewer_at_the_end": still, "hub": desk.hub.status.summary()}))
         assert all(still), f"charts stopped growing on viewers {[i for i, ok in enumerate(still) if not ok]}"
+        assert problems == [], problems
     finally:
         for context in contexts:
             context.close()

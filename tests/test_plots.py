@@ -185,6 +185,28 @@ def test_pairs_filter_and_traces_follow_the_subscription(closing: list[Any]) -> 
         assert [t.yaxis for t in fig.data] == ["y", "y2"] and not fig.layout.to_plotly_json().get("yaxis3")
 
 
+def test_a_page_that_connects_later_gets_the_figure_as_it_is(closing: list[Any]) -> None:
+    """The widget's state (what Voila or a reloaded tab fetches) follows new lines and layout; new points alone leave it."""
+    source = FakeSource(rows=300)
+    board = cr.dashboard(source, window="2s")  # a chart inside a box: its own _repr_mimebundle_ never runs
+    closing.append(board)
+    fig = board.chart
+    spy = CommSpy(fig)
+    state = lambda: ([t["name"] for t in fig._widget_data], fig._widget_layout.get("height"))  # noqa: E731
+    assert state() == (PAIRS, fig.layout.height)  # the first draw (before display) is in it
+    with view_of(fig).lock:
+        source.fill(30)
+        redraw(fig, source)  # new points only: the state is not re-sent
+        assert not [d for d, _ in spy.messages if "_widget_data" in (d.get("state") or {})]
+        source.pairs = (*PAIRS, "SOL/USD")
+        source.fill(30, pairs=["SOL/USD"])
+        redraw(fig, source)  # a new line and a new row: the state is the figure as it is now
+    assert state() == ([*PAIRS, "SOL/USD"], fig.layout.height) and fig.layout.height > 300
+    sent = [d["state"] for d, _ in spy.messages if "_widget_data" in (d.get("state") or {})]
+    assert len(sent) == 1 and [t["name"] for t in sent[0]["_widget_data"]] == [*PAIRS, "SOL/USD"]
+    np.testing.assert_array_equal(fig._widget_data[3]["y"], fig.data[3].y)
+
+
 def test_a_whole_stream_chart_draws_the_pairs_in_its_window(closing: list[Any]) -> None:
     """With no subscription list (the whole stream) a new pair adds a line and a pair gone from the window drops it."""
     source = FakeSource(rows=300)

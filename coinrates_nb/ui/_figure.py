@@ -17,6 +17,29 @@ Measured in JupyterLab 4.6 + plotly 7.1 + ipykernel 7.4 (headless Chromium):
   :func:`quiet_close` turns view counting off first, then closes, and leaves a tombstone in the
   kernel's comm manager that drops those late messages at DEBUG.
 
+* **Pages that connect later.** plotly.py sends each change as a one-off message (``_py2js_addTraces``,
+  ``_py2js_relayout``...) and keeps the widget's *state* (``_widget_data``, ``_widget_layout``, what a
+  page fetches when it connects) as it was when the figure was last displayed (``_repr_mimebundle_``)
+  or built. A page that connects after the changes starts from that stale state, and later messages
+  about traces it never got go nowhere (plotly.py#4933, fixed for changes *before* display by #4956).
+  That page is every Voilà page (Voilà runs the notebook, then the page connects), a reloaded
+  JupyterLab tab, and any figure inside a box (``Dashboard``), whose own ``_repr_mimebundle_`` is
+  never called. Measured under Voilà 0.5.13: lines added after the figure was displayed never
+  appeared. :meth:`LiveFigure.sync_state` writes the current figure into that state after every
+  change other than new data points (traces added, removed, moved or restyled beyond their data;
+  any relayout), so a page that connects at any time starts from the figure as it is.
+
+* **Several charts on a Voilà page.** plotly.py's FigureWidget ships its 5 MB front end as its
+  anywidget ``_esm`` source, and anywidget imports that source anew for every figure, from a blob
+  URL, while giving each model 2 s to initialise ("[anywidget] Failed to initialize model."; after
+  that every message to the model is rejected, silently). Voilà creates all of a page's widget
+  models at once when the page connects: with three charts, the later imports ran past 2 s on a
+  busy 2-core machine and those charts froze on their first picture (measured: about one page in
+  two). LiveFigure's ``_esm`` is a small loader instead (:data:`LOADER`): the first figure of a page
+  imports plotly's front end (sent as ``_coinrates_esm``, the same bytes plotly.py sends as
+  ``_esm``) and every other figure of the page reuses that one module; a model's initialisation
+  only starts the import, and its views wait for it.
+
 Also: :meth:`LiveFigure.on_relayout` tells a view about zooms, pans and autoscale from the browser
 (:mod:`~coinrates_nb.ui.follow` decides what they mean).
 
@@ -32,16 +55,21 @@ changes only ``x``/``y``) are acknowledged without merging again
 from __future__ import annotations
 
 import collections
+import copy
+import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
+import plotly.basewidget
 import plotly.graph_objects as go
 from plotly.serializers import custom_serializers
-from traitlets import Dict, observe
+from traitlets import Dict, Unicode, default, observe
 
-__all__ = ["LiveFigure", "QuietClose", "defaults_only", "quiet_close"]
+__all__ = ["LOADER", "LiveFigure", "QuietClose", "defaults_only", "plotly_front_end", "quiet_close"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +158,56 @@ class QuietClose:
         quiet_close(self, super().close)  # type: ignore[misc]
 
 
+LOADER: Final = """\
+// coinrates_nb: import plotly's widget front end once per page, however many figures show it.
+const CACHE = Symbol.for("coinrates_nb.plotly_front_end");
+
+function frontEnd(model) {
+  const cache = globalThis[CACHE] || (globalThis[CACHE] = new Map());
+  const id = model.get("_coinrates_esm_id");
+  let loading = cache.get(id);
+  if (!loading) {
+    const url = URL.createObjectURL(new Blob([model.get("_coinrates_esm")], { type: "text/javascript" }));
+    loading = import(/* webpackIgnore: true */ url).finally(() => URL.revokeObjectURL(url));
+    loading.catch(() => cache.delete(id));
+    cache.set(id, loading);
+  }
+  return loading;
+}
+
+export default () => {
+  let widget = null;
+  let ready = null;
+  return {
+    initialize(context) {
+      // Start the import and return: anywidget gives a model 2 s to initialise; views wait below.
+      ready = frontEnd(context.model).then((module) => {
+        widget = typeof module.default === "function" ? module.default() : module.default;
+        return widget.initialize ? widget.initialize(context) : undefined;
+      });
+      ready.catch((error) => console.error("[coinrates_nb] plotly's widget front end did not load", error));
+    },
+    async render(context) {
+      await ready;
+      return widget.render(context);
+    },
+  };
+};
+"""
+"""The ``_esm`` of every LiveFigure: a loader that imports plotly's front end once per page (see the module docstring)."""
+
+
+@functools.cache
+def plotly_front_end() -> tuple[str, str]:
+    """plotly.py's widget front end (what ``FigureWidget._esm`` holds) and a short id of its content."""
+    path = Path(plotly.basewidget.__file__).parent / "package_data" / "widgetbundle.js"
+    source = path.read_text(encoding="utf-8") if path.is_file() else str(getattr(go.FigureWidget, "_esm", ""))
+    return source, hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
+
+
+DATA_KEYS: Final = frozenset({"x", "y", "open", "high", "low", "close"})
+"""Trace properties a redraw sends as new data; a restyle of only these leaves the widget's state as it was."""
+
 _CHANNEL: Final = dict(sync=True, echo_update=False, **custom_serializers)
 """Tags of a browser-to-kernel message trait: synced, never echoed back."""
 
@@ -144,10 +222,68 @@ class LiveFigure(QuietClose, go.FigureWidget):  # type: ignore[misc]  # plotly i
     _js2py_update = Dict(allow_none=True).tag(**_CHANNEL)
     _js2py_pointsCallback = Dict(allow_none=True).tag(**_CHANNEL)
 
+    _esm = LOADER
+    _state_stale = False  # class default: plotly.py sends messages during __init__ already
+    _coinrates_esm = Unicode().tag(sync=True)
+    _coinrates_esm_id = Unicode().tag(sync=True)
+
+    @default("_coinrates_esm")
+    def _default_front_end(self) -> str:
+        return plotly_front_end()[0]
+
+    @default("_coinrates_esm_id")
+    def _default_front_end_id(self) -> str:
+        return plotly_front_end()[1]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._relayout_callbacks: list[Callable[[dict[str, Any]], None]] = []
         self._merged_uids: tuple[str, ...] | None = None
+        self._state_stale = False
+
+    # -- the state a page that connects later starts from ----------------------------------
+
+    def sync_state(self) -> bool:
+        """Write the figure as it is into the widget's state if anything but data changed since; return whether it did.
+
+        Cheap when nothing changed (a flag); otherwise it sends the figure once (what displaying it
+        sends). The views call it after each redraw, outside ``batch_update()``.
+        """
+        if not self._state_stale:
+            return False
+        self._state_stale = False
+        self._widget_layout = copy.deepcopy(self._layout_obj._props)
+        self._widget_data = copy.deepcopy(self._data)
+        return True
+
+    def _send_addTraces_msg(self, new_traces_data: Any) -> None:
+        self._state_stale = True
+        super()._send_addTraces_msg(new_traces_data)
+
+    def _send_deleteTraces_msg(self, delete_inds: Any) -> None:
+        self._state_stale = True
+        super()._send_deleteTraces_msg(delete_inds)
+
+    def _send_moveTraces_msg(self, current_inds: Any, new_inds: Any) -> None:
+        self._state_stale = True
+        super()._send_moveTraces_msg(current_inds, new_inds)
+
+    def _send_relayout_msg(self, layout_data: Any, source_view_id: Any = None) -> None:
+        self._state_stale = self._state_stale or bool(layout_data)
+        super()._send_relayout_msg(layout_data, source_view_id)
+
+    def _send_restyle_msg(self, restyle_data: Any, trace_indexes: Any = None, source_view_id: Any = None) -> None:
+        self._state_stale = self._state_stale or bool(set(restyle_data or ()) - DATA_KEYS)
+        super()._send_restyle_msg(restyle_data, trace_indexes, source_view_id)
+
+    def _send_update_msg(self, restyle_data: Any, relayout_data: Any, trace_indexes: Any = None,
+                         source_view_id: Any = None) -> None:
+        self._state_stale = self._state_stale or bool(relayout_data) or bool(set(restyle_data or ()) - DATA_KEYS)
+        super()._send_update_msg(restyle_data, relayout_data, trace_indexes, source_view_id)
+
+    def _repr_mimebundle_(self, *args: Any, **kwargs: Any) -> Any:
+        self._state_stale = False  # plotly.py writes the state itself when the figure is displayed
+        return super()._repr_mimebundle_(*args, **kwargs)
 
     def on_relayout(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(relayout_data)`` after each relayout the browser reports (zoom, pan, autoscale)."""

@@ -295,6 +295,13 @@ class FigureView(WidgetView):
         kept.extend(go.layout.Annotation(name=name, **note) for name, notes in self._notes.items() for note in notes)
         fig.layout.annotations = kept
 
+    @staticmethod
+    def sync_state(fig: Any) -> None:
+        """After a redraw: let a page that connects later start from the figure as it is (:meth:`LiveFigure.sync_state`)."""
+        sync = getattr(fig, "sync_state", None)
+        if callable(sync):
+            sync()
+
     def show_error(self, message: str | None) -> None:
         fig = self.widget
         if fig is None:
@@ -303,6 +310,7 @@ class FigureView(WidgetView):
             text=message[:200], xref="paper", yref="paper", x=0.0, y=0.0, xanchor="left", yanchor="bottom",
             showarrow=False, bgcolor="#b91c1c", font=dict(color="white", size=12))])
         self.flush_notes(fig)
+        self.sync_state(fig)
 
     def on_relayout(self, data: dict[str, Any]) -> None:
         """A zoom, pan or autoscale from the browser: pause on the user's range or follow live again."""
@@ -458,6 +466,7 @@ class ChartView(FigureView):
             self._shade(fig, [self.gaps_ns[p] for p in wanted if p in self.gaps_ns])
             self.flush_notes(fig)
         self._rows = tuple(wanted)
+        self.sync_state(fig)
         ends = [float(x[-1]) for x, _ in lines.values() if len(x)]
         starts = [float(x[0]) for x, _ in lines.values() if len(x)]
         self._newest_drawn = int(max(ends) * 1e6) if ends else None
@@ -597,6 +606,7 @@ class OhlcView(FigureView):
                 for key, values in bars.items():
                     trace[key] = values[-self.max_bars:]
             self.flush_notes(fig)
+        self.sync_state(fig)
         self._newest_drawn = max(newest) if newest else None
         self._drawn_range = self.follow.range_ns
 
