@@ -12,7 +12,7 @@ decimals jump between rows (``95,039`` then ``94,984.5``). Here every view uses 
   ``1.08234``): a column of one pair never changes width as the price moves;
 * numbers right-aligned in tabular figures, headers aligned with their values, no wrapping.
 
-Only the display changes: :class:`LatestTable` is a DataFrame with the data at full precision and
+Only the display changes: :class:`LatestFrame` is a DataFrame with the data at full precision and
 a styled ``_repr_html_``. Pure: no plotly, no ipywidgets, no clock (callers pass ``now``).
 """
 
@@ -28,7 +28,7 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from ._badge import pill_html, simulated_html
 
-__all__ = ["SIGNIFICANT", "STATE_COLORS", "LatestTable", "decimals_for", "format_age", "format_clock",
+__all__ = ["SIGNIFICANT", "STATE_COLORS", "LatestFrame", "decimals_for", "format_age", "format_clock",
            "format_rate", "format_timestamp", "in_scope", "latest_html", "scoped", "shown_msgs_per_s",
            "status_html", "status_line"]
 
@@ -183,15 +183,6 @@ def _one_date(values: Sequence[int | None]) -> str | None:
     return f"{pd.Timestamp(days.pop() * 86_400_000_000_000, unit='ns', tz='UTC'):%Y-%m-%d}"
 
 
-def _time_column(values: Sequence[Any]) -> tuple[list[str], str]:
-    """Formatted times and the header suffix: clock times plus the date once when all share it."""
-    ns = [_ns(v) for v in values]
-    day = _one_date(ns)
-    if day is not None:
-        return [format_clock(v) for v in ns], f"UTC, {day}"
-    return [format_timestamp(v) for v in ns], "UTC"
-
-
 def _cell(text: str, align: str, extra: str = "") -> str:
     return f'<td style="{_CELL};{align}{extra}">{escape(text)}</td>'
 
@@ -202,68 +193,6 @@ def _head(text: str, align: str) -> str:
 
 def _is_rate(name: str, series: pd.Series) -> bool:
     return pd.api.types.is_float_dtype(series.dtype) and name in ("rate", "open", "high", "low", "close")
-
-
-def table_html(frame: pd.DataFrame, *, css_class: str = "coinrates-table", index_name: str | None = None,
-               colors: Mapping[str, str] | None = None, marks: Mapping[str, str] | None = None) -> str:
-    """A rate table as readable HTML: ms times (date once), human ages, per-row rate decimals, right-aligned numbers.
-
-    Args:
-        frame: Rows per pair (the index) or per time; full precision, left unchanged.
-        css_class: Class of the ``<table>`` (tests and the browser find tables by it).
-        index_name: Header of the index column (defaults to the index's name).
-        colors: Optional colour per index label (a pair's line colour), shown as a dot.
-        marks: Optional short note per index label (``"stale"``), shown after it.
-    """
-    index_label = index_name or (frame.index.name or "")
-    headers = [_head(index_label, _TEXT)]
-    columns: list[list[str]] = []
-    aligns: list[str] = []
-    decimals = [decimals_for(float(np.nanmax(np.abs(row)))) if np.isfinite(row).any() else 2
-                for row in _rate_rows(frame)]
-    for name in frame.columns:
-        series = frame[name]
-        label = str(name).replace("_", " ")
-        if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series.dtype):
-            texts, suffix = _time_column(list(series))
-            headers.append(_head(f"{'time' if label == 'time' else label} ({suffix})", _NUMERIC))
-            aligns.append(_NUMERIC)
-        elif pd.api.types.is_timedelta64_dtype(series.dtype):
-            texts = [format_age(v) for v in series]
-            headers.append(_head(label, _NUMERIC))
-            aligns.append(_NUMERIC)
-        elif _is_rate(str(name), series):
-            texts = [format_rate(float(v), d) for v, d in zip(series.to_numpy(np.float64), decimals, strict=True)]
-            headers.append(_head(label, _NUMERIC))
-            aligns.append(_NUMERIC)
-        elif pd.api.types.is_bool_dtype(series.dtype):
-            texts = ["yes" if bool(v) else "" for v in series]
-            headers.append(_head(label, _TEXT))
-            aligns.append(_TEXT)
-        elif pd.api.types.is_numeric_dtype(series.dtype):
-            texts = [f"{v:,}" if float(v).is_integer() else f"{v:,.6g}" for v in series.to_numpy()]
-            headers.append(_head(label, _NUMERIC))
-            aligns.append(_NUMERIC)
-        else:
-            texts = ["" if v is None or v is pd.NA else str(v) for v in series]
-            headers.append(_head(label, _TEXT))
-            aligns.append(_TEXT)
-        columns.append(texts)
-    body = []
-    labels = [str(i) for i in frame.index]
-    for row, label in enumerate(labels):
-        dot = ""
-        if colors and label in colors:
-            dot = (f'<span style="display:inline-block;width:9px;height:9px;border-radius:50%;'
-                   f'background:{escape(colors[label])};margin-right:6px"></span>')
-        mark = ""
-        if marks and label in marks:
-            mark = f' <span class="coinrates-mark" style="color:{_STALE};font-size:11px">{escape(marks[label])}</span>'
-        cells = [f'<td class="coinrates-pair" style="{_CELL};{_TEXT}">{dot}{escape(label)}{mark}</td>']
-        cells.extend(_cell(col[row], align) for col, align in zip(columns, aligns, strict=True))
-        body.append(f'<tr data-pair="{escape(label)}">{"".join(cells)}</tr>')
-    return (f'<table class="{escape(css_class)}" style="{_FONT};border-collapse:collapse;margin:4px 0">'
-            f'<thead><tr>{"".join(headers)}</tr></thead><tbody>{"".join(body)}</tbody></table>')
 
 
 def _rate_rows(frame: pd.DataFrame) -> list[np.ndarray[Any, Any]]:
@@ -279,7 +208,7 @@ def latest_html(latest: pd.DataFrame, *, scope: Sequence[str] | None = None, col
                 stale: Iterable[str] = ()) -> str:
     """The newest rate per pair (``latest()``-shaped) as the dashboard's table: pair, rate, time (UTC), age.
 
-    The same cells as :func:`table_html`, built straight from the columns' arrays: the dashboard
+    Built straight from the columns' arrays: the dashboard
     redraws it every second.
 
     Args:
@@ -319,12 +248,12 @@ def latest_html(latest: pd.DataFrame, *, scope: Sequence[str] | None = None, col
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
 
 
-class LatestTable(pd.DataFrame):  # type: ignore[misc]  # pandas is untyped here
-    """The newest rate per pair (what ``latest()`` returns): a plain DataFrame whose notebook repr is readable.
+class LatestFrame(pd.DataFrame):  # type: ignore[misc, unused-ignore]  # pandas is untyped here
+    """What ``latest()`` returns: a plain DataFrame (full precision, every pandas operation) that a
+    notebook shows as the dashboard's table (ms times, human ages, per-pair decimals).
 
-    The data keeps full precision (nanosecond times, float64 rates, Timedelta ages); only
-    ``_repr_html_`` (and ``repr``) format it: ms times, human ages, per-pair decimals. Anything
-    derived from it (``.loc``, arithmetic, ``copy()``) is an ordinary DataFrame.
+    Only the display differs (``_repr_html_`` and ``repr``): anything derived from it (a selection,
+    arithmetic, ``copy()``) is a plain ``DataFrame``.
     """
 
     @property
@@ -332,9 +261,7 @@ class LatestTable(pd.DataFrame):  # type: ignore[misc]  # pandas is untyped here
         return pd.DataFrame
 
     def _repr_html_(self) -> str:
-        if self.empty:
-            return f'<div class="coinrates-latest" style="{_FONT};color:{_MUTED}">no rates yet</div>'
-        return table_html(pd.DataFrame(self), css_class="coinrates-latest", index_name=str(self.index.name or "pair"))
+        return latest_html(self)
 
     def __repr__(self) -> str:
         if self.empty:
@@ -356,22 +283,6 @@ class LatestTable(pd.DataFrame):  # type: ignore[misc]  # pandas is untyped here
 
 
 # --------------------------------------------------------------------------------------- status
-
-
-class LatestFrame(pd.DataFrame):  # type: ignore[misc, unused-ignore]  # pandas is untyped here
-    """What ``latest()`` returns: a plain DataFrame (full precision, every pandas operation) that a
-    notebook shows as the dashboard's table (ms times, human ages, per-pair decimals).
-
-    Only the display differs: anything derived from it (a selection, arithmetic) is a plain
-    ``DataFrame``.
-    """
-
-    @property
-    def _constructor(self) -> Any:
-        return pd.DataFrame
-
-    def _repr_html_(self) -> str:
-        return latest_html(self)
 
 
 def _lag(status: Any) -> str:

@@ -57,13 +57,28 @@ def test_notebook_runs_top_to_bottom(path: Path, kernel_env: dict[str, str], tmp
     assert all(cell.execution_count is not None for cell in code_cells)
     if path.name == "01_quickstart.ipynb":
         assert_status_readable(nb)
+        assert_latest_readable(nb)
+
+
+def html_outputs(nb: nbformat.NotebookNode, source_end: str) -> list[str]:
+    """The HTML results of the code cells whose source ends with ``source_end``."""
+    return [out["data"]["text/html"] for cell in nb.cells if cell.cell_type == "code"
+            and cell.source.strip().endswith(source_end) for out in cell.outputs
+            if out.get("output_type") == "execute_result" and "text/html" in out.get("data", {})]
+
+
+def assert_latest_readable(nb: nbformat.NotebookNode) -> None:
+    """Notebook 01 shows ``rates.latest()`` as the dashboard's table: ms times, human ages, no ns or ``+00:00``."""
+    tables = html_outputs(nb, "rates.latest()")
+    assert len(tables) == 1, "rates.latest() is not shown as HTML"
+    table = tables[0]
+    assert 'class="coinrates-latest"' in table and "0 days" not in table and "+00:00" not in table, table
+    assert re.search(r">\d\d:\d\d:\d\d\.\d{3}</td>", table) and re.search(r">(\d+ ms|\d\.\d s)</td>", table), table
 
 
 def assert_status_readable(nb: nbformat.NotebookNode) -> None:
     """Notebook 01 shows ``rates.status`` as the readable card: lag and uptime in human units, never ``0 days ...``."""
-    cards = [out["data"]["text/html"] for cell in nb.cells if cell.cell_type == "code"
-             and cell.source.strip().endswith("rates.status") for out in cell.outputs
-             if out.get("output_type") == "execute_result" and "text/html" in out.get("data", {})]
+    cards = html_outputs(nb, "rates.status")
     assert len(cards) == 1, "rates.status is not shown as HTML"
     card = cards[0]
     assert 'class="coinrates-status-card"' in card and "0 days" not in card, card

@@ -78,9 +78,9 @@ class WidgetView(View):
     def _release(self, widget: Any) -> None:
         """Cut the widget's references to this view once it is closed, so the view can be collected.
 
-        A closed FigureWidget itself is never collected with anywidget 0.11 (its class-level
-        ``_esm`` file watcher keeps a lambda bound to every instance), so the view must not
-        rely on the widget dying to die itself.
+        A closed plain FigureWidget is never collected with anywidget 0.11 (its class-level
+        ``_esm`` file watcher keeps a lambda bound to every instance; a LiveFigure, whose ``_esm``
+        is a string, is), so the view must not rely on the widget dying to die itself.
         """
         widget.unobserve(self._on_view_count, names=["_view_count"])
         widget.unobserve(self._on_comm, names=["comm"])
