@@ -26,7 +26,7 @@ Exits 1 if a target of ours is missed. Skips (exit 0) without Chromium.
 Usage::
 
     python benchmarks/bench_browser.py            # 60 s per phase (~3 min in all)
-    python benchmarks/bench_browser.py --quick    # 15 s per phase: CI smoke
+    python benchmarks/bench_browser.py --quick    # CI smoke: 15 s per phase, no stream-only phase, heap not judged
 """
 
 from __future__ import annotations
@@ -225,7 +225,8 @@ def measure(tb: Any, browser: Any, lab: Any, name: str, notebook: str, seconds: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="15 s per phase")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI smoke: 15 s per phase, no stream-only phase, the heap slope reported but not judged")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per phase (default 60)")
     parser.add_argument("--every", type=float, default=5.0, help="sampling interval, s")
     parser.add_argument("--skip-naive", action="store_true", help="do not measure the naive loop")
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs: list[tuple[str, str, str, str]] = [
                     ("ours", "02_live_dashboard.ipynb",
                      "() => document.querySelectorAll('.js-plotly-plot').length === 3", ".coinrates-dashboard")]
-                if not args.skip_baseline:
+                if not (args.skip_baseline or args.quick):
                     runs.append(("stream only", "stream.ipynb", "() => true", ".jp-OutputArea-output"))
                 if not args.skip_naive:
                     runs.append(("naive", "naive.ipynb",
@@ -282,11 +283,16 @@ def main(argv: list[str] | None = None) -> int:
                 browser.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return report(phases, seconds, "every chart rendered" if args.all_rendered else "JupyterLab's default windowing")
+    return report(phases, seconds, "every chart rendered" if args.all_rendered else "JupyterLab's default windowing",
+                  judge_heap=not args.quick)
 
 
-def report(phases: list[Phase], seconds: float, setting: str) -> int:
-    """Print the table, record the figures with targets, return 1 if one of ours is missed."""
+def report(phases: list[Phase], seconds: float, setting: str, judge_heap: bool = True) -> int:
+    """Print the table, record the figures with targets, return 1 if one of ours is missed.
+
+    ``judge_heap=False`` (``--quick``): 15 s cannot tell a leak from the charts' windows filling
+    up, so the heap slope is recorded without a verdict.
+    """
     by = {p.name: p for p in phases}
     ours = by["ours"]
     naive = by.get("naive")
@@ -319,7 +325,7 @@ def report(phases: list[Phase], seconds: float, setting: str) -> int:
     met_kernel = kernel.median <= TARGET_KERNEL_PCT
     met_renderer = renderer.median <= TARGET_RENDERER_PCT
     slope = ours.heap_slope()
-    met_heap = abs(slope) <= TARGET_HEAP_MB_PER_MIN
+    met_heap: bool | None = abs(slope) <= TARGET_HEAP_MB_PER_MIN if judge_heap else None
     record_stat("dashboard in JupyterLab: kernel CPU", kernel, "% core", target=f"<= {TARGET_KERNEL_PCT:g}",
                 met=met_kernel, note=note, script="bench_browser.py")
     record_stat("dashboard in JupyterLab: renderer CPU", renderer, "% core", target=f"<= {TARGET_RENDERER_PCT:g}",
@@ -330,8 +336,9 @@ def report(phases: list[Phase], seconds: float, setting: str) -> int:
                 script="bench_browser.py")
     record_stat("dashboard in JupyterLab: JS heap slope after GC", Stat.of([slope]), "MB/min",
                 target=f"<= {TARGET_HEAP_MB_PER_MIN:g}", met=met_heap,
-                note=f"{ours.heap_mb[0][1]:.1f} -> {ours.heap_mb[-1][1]:.1f} MB", script="bench_browser.py")
-    missed = not (met_kernel and met_renderer and met_heap)
+                note=f"{ours.heap_mb[0][1]:.1f} -> {ours.heap_mb[-1][1]:.1f} MB"
+                + ("" if judge_heap else f" in {seconds:.0f} s: too short to judge"), script="bench_browser.py")
+    missed = not (met_kernel and met_renderer and met_heap is not False)
     print(json.dumps({p.name: {"kernel_pct": p.kernel_pct, "renderer_pct": p.renderer_pct,
                                "bytes_per_s": p.bytes_per_s, "heap_mb": p.heap_mb,
                                "redraws_per_s": p.redraws_per_s} for p in phases}))
