@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._types import SECONDS_PER_YEAR, AssetId
+from ..rest.wire import NAT  # the client's missing time: one constant for both sides
 from .prices import CRYPTO_CORRELATION, REFERENCE, STABLECOIN_REVERSION, AssetSpec, PriceTape
 
 __all__ = ["HOLE_NS", "LEVEL_STEPS_NS", "NAT", "BarColumns", "PricePath", "level_for"]
@@ -58,8 +59,6 @@ HOLE_NS: Final = NS
 STABLE_WINDOW_NS: Final = 3_600 * NS
 """Stablecoins' past is ``E(t) - E(t - 1 h)`` scaled to the model's stationary spread: stationary, like a peg."""
 
-NAT: Final = np.iinfo(np.int64).min
-"""int64 nanoseconds of a missing time (``numpy.datetime64("NaT")``)."""
 
 _DAY_CHUNK: Final = 4096
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
